@@ -1,0 +1,42 @@
+"""``python -m hpsearch [overrides]``: a thin Hydra entry point around ``hpsearch.app.run``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from hpsearch.config import check_composes, check_group_choices, config_dir, redact_hydra_dir
+from hpsearch.errors import HPSearchError
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"hpsearch: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _task(cfg: DictConfig) -> None:
+    from hpsearch.app import run
+
+    redact_hydra_dir(Path(cfg.run_dir) / ".hydra")
+    try:
+        run(cfg)
+    except HPSearchError as error:
+        _fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; the study is saved, rerun the same command to resume it", 130)
+
+
+def main() -> None:
+    try:
+        check_group_choices(sys.argv[1:])
+        check_composes(sys.argv[1:])
+    except HPSearchError as error:
+        _fail(str(error), error.exit_code)
+    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(_task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""``run(cfg)``: one hyperparameter search from a composed config. Pure: no argv, no sys.exit."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hpsearch.backends import get_backend
+from hpsearch.backends.base import FailureBudget, SearchJob
+from hpsearch.config import save_resolved
+from hpsearch.errors import ConfigError, HPSearchError, first_line
+from hpsearch.objective import Objectives
+from hpsearch.progress import SearchProgress
+from hpsearch.results import SearchResult, read_best_yaml, write_results
+from hpsearch.space import SearchSpace
+
+log = logging.getLogger("hpsearch")
+
+
+class SearchAborted(HPSearchError, RuntimeError):
+    """More trials failed than ``max_failures`` allows."""
+
+    exit_code = 1
+
+
+def _positive_int(cfg: DictConfig, key: str, minimum: int) -> int:
+    value = cfg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{key}: must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # read errors are reported as DataError
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
+
+
+def _training_arguments(training: Mapping[str, Any], run_dir: Path, seed: int) -> Any:
+    from transformers import TrainingArguments
+
+    from hpsearch.trainer import TRAINING_ARGUMENT_FIELDS
+
+    for key in training:
+        if key not in TRAINING_ARGUMENT_FIELDS:
+            raise ConfigError(f"training.{key}: not a TrainingArguments field; fix or remove it")
+    options = {"output_dir": str(run_dir / "trials"), "seed": seed, **training}
+    try:
+        return TrainingArguments(**options)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"training: invalid TrainingArguments ({first_line(error)})") from None
+
+
+def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as error:  # noqa: BLE001 - Hydra wraps import and call errors alike
+        cause = error.__cause__ if isinstance(error.__cause__, HPSearchError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"{key}: cannot instantiate {node.get('_target_')!r} ({first_line(error)})") from None
+
+
+def search_space(cfg: DictConfig) -> SearchSpace:
+    space = SearchSpace.from_config(OmegaConf.to_container(cfg.space, resolve=True))
+    if cfg.get("rerun"):
+        best = read_best_yaml(Path(cfg.rerun))
+        missing = [name for name in space.names if name not in best]
+        if missing:
+            raise ConfigError(f"rerun: {cfg.rerun} has no value for {missing}; re-run with the search's own space")
+        space = space.fixed(best)
+    return space
+
+
+def run(cfg: DictConfig) -> SearchResult:
+    """Validate the config, load model and data once, run the search, write the results."""
+    n_trials = 1 if cfg.get("rerun") else _positive_int(cfg, "n_trials", 1)
+    seed = _positive_int(cfg, "seed", 0)
+    max_failures = _positive_int(cfg, "max_failures", 0)
+    run_dir = Path(cfg.run_dir)
+    space = search_space(cfg)
+    objectives = Objectives.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
+    backend = get_backend(str(cfg.backend.name))
+    settings = OmegaConf.to_container(cfg.backend, resolve=True)
+    training = OmegaConf.to_container(cfg.training, resolve=True)
+    backend.validate(settings, objectives, training)
+
+    _quiet_libraries()
+    from transformers import DataCollatorWithPadding, PrinterCallback
+
+    from hpsearch.data import load_data
+    from hpsearch.model import ModelInit
+    from hpsearch.trainer import SearchTrainer, check_space_routing
+
+    args = _training_arguments(training, run_dir, seed)
+    target = _instantiate(cfg.model.model_init, "model.model_init", _partial_=True)
+    tokenizer = _instantiate(cfg.model.tokenizer, "model.tokenizer")
+    probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": tokenizer})
+    check_space_routing(space, probe)  # before loading data: a misrouted parameter is a config error
+    data = load_data(cfg.data, tokenizer, seed)
+    model_init = ModelInit.build(target, {**data.model_context, "tokenizer": tokenizer})
+
+    save_resolved(cfg, run_dir / "config.yaml")
+    progress = SearchProgress(n_trials, objectives, enabled=cfg.get("progress", True))
+    failures = FailureBudget(max_failures)
+    trainer = SearchTrainer(
+        hpsearch_model_init=model_init,
+        space=space,
+        objectives=objectives,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    trainer.remove_callback(PrinterCallback)  # per-step log lines; the search shows its own progress
+    trainer.listeners += [failures, progress]
+    job = SearchJob(
+        trainer=trainer,
+        space=space,
+        objectives=objectives,
+        n_trials=n_trials,
+        seed=seed,
+        study_name=str(cfg.study_name) + ("-rerun" if cfg.get("rerun") else ""),
+        storage=_storage_url(cfg, run_dir),
+        run_dir=run_dir,
+        settings=settings,
+        progress=progress,
+        failures=failures,
+    )
+    # Library objects live for the whole search; freezing them keeps each trial's gc.collect() cheap.
+    gc.collect()
+    gc.freeze()
+    try:
+        backend.search(job)
+    finally:
+        gc.unfreeze()
+        progress.close()
+        result = write_results(run_dir, backend.records(job), space.names, objectives)
+    if failures.exceeded:
+        raise SearchAborted(
+            f"max_failures: {failures.count} trials failed (max_failures={max_failures}); last error: "
+            f"{failures.last_error}; see {run_dir / 'trials.csv'}"
+        )
+    _report(result, objectives, run_dir)
+    return result
+
+
+def _storage_url(cfg: DictConfig, run_dir: Path) -> str:
+    if cfg.get("rerun"):  # a re-run is one fresh trial, never a resume of the search's own study
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{run_dir.resolve() / 'rerun.db'}"
+    if cfg.get("storage"):
+        return str(cfg.storage)
+    folder = Path(cfg.storage_dir).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / (str(cfg.study_name) + '.db')}"
+
+
+def _report(result: SearchResult, objectives: Objectives, run_dir: Path) -> None:
+    if result.best is not None:
+        best = result.best
+        print(
+            f"best trial {best.number}: {objectives.names[0]}={best.values[0]:.4f} "
+            f"hyperparameters={best.params}\nresults: {run_dir}"
+        )
+    elif result.pareto:
+        print(f"pareto front: {len(result.pareto)} trials (see {run_dir / 'pareto.json'})")
+    else:
+        print(f"no trial completed; see {run_dir / 'trials.csv'}")

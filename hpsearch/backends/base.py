@@ -1,0 +1,86 @@
+"""The small interface every backend implements, and what a search hands it."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hpsearch.errors import MissingPackageError
+from hpsearch.objective import Objectives
+from hpsearch.progress import SearchProgress
+from hpsearch.results import TrialOutcome, TrialRecord
+from hpsearch.space import SearchSpace
+
+if TYPE_CHECKING:
+    from hpsearch.trainer import SearchTrainer
+
+
+def require(module: str, what: str, package: str | None = None, extra: str | None = None) -> ModuleType:
+    """Import an optional dependency, or fail with a one-line install hint naming ``what`` needs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingPackageError(what, package or module, extra) from None
+
+
+@dataclass
+class FailureBudget:
+    """A trainer listener counting failed trials; a search stops once more than ``limit`` failed."""
+
+    limit: int
+    count: int = 0
+    last_error: str | None = None
+
+    def __call__(self, trial: Any, outcome: TrialOutcome) -> None:
+        if outcome.state == "FAIL":
+            self.count += 1
+            self.last_error = outcome.error
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.limit
+
+
+@dataclass
+class SearchJob:
+    trainer: "SearchTrainer"
+    space: SearchSpace
+    objectives: Objectives
+    n_trials: int
+    seed: int
+    study_name: str
+    storage: str
+    run_dir: Path
+    settings: Mapping[str, Any]  # the backend's own config group
+    progress: SearchProgress
+    failures: FailureBudget
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    package: ClassVar[str]  # pip name, for the install hint
+    extra: ClassVar[str | None] = None  # hpsearch extra that installs it
+
+    def require(self, module: str) -> ModuleType:
+        """Import this backend's optional dependency, or fail with a one-line install hint."""
+        return require(module, f"backend={self.name}", self.package, self.extra)
+
+    def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
+        """Reject a bad backend config before any model or data is loaded."""
+
+    @abstractmethod
+    def search(self, job: SearchJob) -> None:
+        """Run trials until the study holds ``job.n_trials`` finished ones."""
+
+    @abstractmethod
+    def records(self, job: SearchJob) -> list[TrialRecord]:
+        """Every trial of the study, read back from the backend's own store."""
+
+    @abstractmethod
+    def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
+        """Draw ``n`` typed assignments with the backend's native sampler and no training (conformance suite)."""

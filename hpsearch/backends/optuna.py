@@ -1,0 +1,275 @@
+"""Optuna backend, run through ``Trainer.hyperparameter_search(backend="optuna")``.
+
+Space mapping. Optuna's own ranges are closed too, so bounds pass through unchanged:
+
+=========================  ===========================================================
+neutral                    optuna
+=========================  ===========================================================
+float [low, high]          ``FloatDistribution(low, high)``
+float, log: true           ``FloatDistribution(low, high, log=True)``
+float, step: s             ``FloatDistribution(low, high, step=s)``: low, low+s, ..., high
+int [low, high], step: s   ``IntDistribution(low, high, step=s)``: high is included
+int, log: true             ``IntDistribution(low, high, log=True)``
+categorical                ``CategoricalDistribution(choices)``
+fixed                      not sampled; its value joins every trial
+=========================  ===========================================================
+
+The grid sampler enumerates categorical choices, int ranges and stepped float ranges, both ends included.
+
+The study lives in ``storage`` (an SQLAlchemy URL; by default an SQLite file per ``study_name``), so
+rerunning the same command resumes it and runs only the trials still missing to reach ``n_trials``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.backends.base import Backend, SearchJob, require
+from hpsearch.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    HPSearchError,
+    MissingPackageError,
+    TrialFailed,
+    first_line,
+)
+from hpsearch.objective import Objectives
+from hpsearch.results import TrialRecord
+from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+FINISHED_STATES = ("COMPLETE", "PRUNED")
+
+
+def distribution(param: Param) -> optuna.distributions.BaseDistribution | None:
+    """The exact optuna distribution of a neutral parameter; None for fixed ones."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(param, FloatParam):
+        return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+    if isinstance(param, IntParam):
+        return IntDistribution(param.low, param.high, log=param.log, step=param.step)
+    if isinstance(param, CategoricalParam):
+        return CategoricalDistribution(param.choices)
+    return None
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Typed values for every parameter of ``space``; suggesting twice in one trial is idempotent."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    values: dict[str, Any] = {}
+    for param in space:
+        native = distribution(param)
+        if native is None:
+            values[param.name] = param.value  # type: ignore[union-attr]
+        elif isinstance(native, FloatDistribution):
+            values[param.name] = trial.suggest_float(param.name, native.low, native.high, step=native.step, log=native.log)
+        elif isinstance(native, IntDistribution):
+            values[param.name] = trial.suggest_int(param.name, native.low, native.high, step=native.step, log=native.log)
+        else:
+            values[param.name] = trial.suggest_categorical(param.name, native.choices)
+    return values
+
+
+def grid(space: SearchSpace) -> dict[str, list[Any]]:
+    """Every value of every tunable parameter, for ``GridSampler``."""
+    points: dict[str, list[Any]] = {}
+    for param in space.tunable:
+        if isinstance(param, CategoricalParam):
+            points[param.name] = list(param.choices)
+        elif isinstance(param, IntParam) and not param.log:
+            points[param.name] = list(range(param.low, param.high + 1, param.step))
+        elif isinstance(param, FloatParam) and param.step is not None:
+            count = round((param.high - param.low) / param.step)
+            points[param.name] = [param.low + k * param.step for k in range(count + 1)]
+        else:
+            raise ConfigError(
+                f"backend.sampler=grid: space.{param.name} has no finite grid; give it a step or make it categorical"
+            )
+    return points
+
+
+def make_sampler(name: str, options: Mapping[str, Any], space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, **options),
+        "grid": lambda: optuna.samplers.GridSampler(grid(space), seed=seed, **options),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **options),
+    }
+    return factories[name]()
+
+
+def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    import optuna
+
+    factories: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+        "none": lambda: optuna.pruners.NopPruner(),
+        "median": lambda: optuna.pruners.MedianPruner(**options),
+        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(**options),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(**options),
+    }
+    return factories[name]()
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    import optuna
+    import sqlalchemy.exc
+
+    engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError:
+        raise MissingPackageError(f"storage={redact_url(url)}", "psycopg[binary]", "postgres") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+        raise BackendUnavailableError(
+            f"storage: cannot open {redact_url(url)} ({type(error).__name__}: {first_line(error)}); "
+            "check the URL, the server and its driver"
+        ) from None
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in ``scheme://user:password@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not (sep and at and ":" in credentials):
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+class OptunaBackend(Backend):
+    name = "optuna"
+    package = "optuna"
+
+    def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
+        self.require("optuna")
+        sampler, pruner = settings.get("sampler"), settings.get("pruner")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"backend.sampler: unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+        if pruner not in PRUNERS:
+            raise ConfigError(f"backend.pruner: unknown pruner {pruner!r}; choose one of {list(PRUNERS)}")
+        if sampler == "cmaes":
+            require("cmaes", "backend.sampler=cmaes", extra="cmaes")
+        if pruner != "none":
+            if objectives.is_multi:
+                raise ConfigError(
+                    f"backend.pruner={pruner}: optuna cannot prune a multi-objective study; set backend.pruner=none"
+                )
+            if str(training.get("eval_strategy", "no")) == "no":
+                raise ConfigError(
+                    f"backend.pruner={pruner}: pruning needs in-training evaluation; "
+                    "set training.eval_strategy=steps and training.eval_steps=N"
+                )
+
+    def _study(self, job: SearchJob) -> optuna.Study:
+        import optuna
+
+        study = optuna.create_study(
+            study_name=job.study_name,
+            storage=open_storage(job.storage),
+            directions=job.objectives.directions,
+            load_if_exists=True,
+        )
+        existing = [direction.name.lower() for direction in study.directions]
+        if existing != job.objectives.directions:
+            raise ConfigError(
+                f"study_name={job.study_name}: the stored study optimises {existing}, not "
+                f"{job.objectives.directions}; choose another study_name"
+            )
+        return study
+
+    def search(self, job: SearchJob) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        study = self._study(job)
+        finished = len(study.get_trials(deepcopy=False, states=_states(FINISHED_STATES)))
+        job.progress.start(finished)
+        remaining = job.n_trials - finished
+        if remaining <= 0:
+            return
+        settings = job.settings
+        # Offset the seed by the trials already stored, so a resumed study does not replay its first samples.
+        sampler = make_sampler(settings["sampler"], settings.get("sampler_kwargs") or {}, job.space, job.seed + len(study.trials))
+        pruner = make_pruner(settings["pruner"], settings.get("pruner_kwargs") or {})
+        job.trainer.assign = lambda trial: suggest(trial, job.space)
+        job.trainer.listeners.append(lambda trial, outcome: self._store(trial, outcome, job))
+        try:
+            job.trainer.hyperparameter_search(
+                hp_space=lambda trial: suggest(trial, job.space),
+                compute_objective=job.objectives.compute_objective,
+                n_trials=remaining,
+                direction=job.objectives.directions if job.objectives.is_multi else job.objectives.directions[0],
+                backend="optuna",
+                study_name=job.study_name,
+                storage=study._storage,
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+                catch=(TrialFailed,),
+                gc_after_trial=False,
+            )
+        except ValueError as error:
+            # transformers reads study.best_trial at the end, which raises when no trial completed.
+            if isinstance(error, HPSearchError) or study.get_trials(deepcopy=False, states=_states(("COMPLETE",))):
+                raise
+
+    @staticmethod
+    def _store(trial: Any, outcome: Any, job: SearchJob) -> None:
+        trial.set_user_attr("metrics", outcome.metrics)
+        if outcome.error:
+            trial.set_user_attr("error", outcome.error)
+        if job.failures.exceeded:
+            trial.study.stop()
+
+    def records(self, job: SearchJob) -> list[TrialRecord]:
+        import optuna
+
+        try:
+            study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage))
+        except KeyError:
+            return []
+        fixed = {param.name: param.value for param in job.space if isinstance(param, FixedParam)}
+        return [
+            TrialRecord(
+                number=trial.number,
+                state=trial.state.name,
+                values=list(trial.values) if trial.values is not None else None,
+                params=_ordered({**fixed, **trial.params}, job.space.names),
+                metrics=dict(trial.user_attrs.get("metrics", {})),
+                duration_s=trial.duration.total_seconds() if trial.duration else None,
+            )
+            for trial in study.get_trials(deepcopy=False)
+        ]
+
+    def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=n // 4))
+        scores = random.Random(seed)
+        samples = []
+        for _ in range(n):
+            trial = study.ask()
+            samples.append(suggest(trial, space))
+            study.tell(trial, scores.random())
+        return samples
+
+
+def _states(names: tuple[str, ...]) -> tuple[optuna.trial.TrialState, ...]:
+    import optuna
+
+    return tuple(optuna.trial.TrialState[name] for name in names)
+
+
+def _ordered(values: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    return {name: values[name] for name in names if name in values}

@@ -1,0 +1,95 @@
+"""Where the Hydra configs live, early checks of group choices, and secret-free config dumps."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from hpsearch.errors import ConfigError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.IGNORECASE)
+SECRET_ASSIGNMENT = re.compile(r"((?:api[_-]?key|token|secret|password|passwd)[\w.-]*=)\S+", re.IGNORECASE)
+SECRET_ENV = ("WANDB_API_KEY", "SIGOPT_API_TOKEN", "SIGOPT_TOKEN")
+REDACTED = "***"
+_NOISE = ("full_key:", "object_type=", "reference_type=")
+
+
+def config_dir() -> Path:
+    """``hpsearch/conf`` inside an installed wheel, else the checkout's top-level ``conf/``."""
+    installed = _PACKAGE_DIR / "conf"
+    return installed if installed.is_dir() else _PACKAGE_DIR.parent / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(path.stem for path in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def check_group_choices(overrides: Sequence[str]) -> None:
+    """Name the key and the valid options for a mistyped ``group=option`` before Hydra composes."""
+    for override in overrides:
+        key, equals, value = override.lstrip("+").partition("=")
+        if not equals or not (config_dir() / key).is_dir() or value in ("null", ""):
+            continue
+        options = group_options(key)
+        if value not in options:
+            raise ConfigError(f"{key}: unknown {key} {value!r}; choose one of {options}")
+
+
+def check_composes(overrides: Sequence[str]) -> None:
+    """Compose once up front, so a bad override is one line instead of Hydra's multi-line report."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(arg.startswith("-") for arg in overrides):  # --help, --cfg, -m: leave them to Hydra
+        return
+    task_overrides = [arg for arg in overrides if not arg.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            compose(config_name="config", overrides=task_overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        lines = f"{error}\n{error.__cause__ or ''}".splitlines()
+        kept = [line.strip().rstrip(".") for line in lines if line.strip() and not line.strip().startswith(_NOISE)]
+        raise ConfigError("; ".join(kept)) from None
+
+
+def _redact(node: Any, secrets: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: REDACTED if SECRET_KEY.search(str(key)) and node[key] else _redact(node[key], secrets)
+            for key in node
+        }
+    if isinstance(node, list):
+        return [_redact(item, secrets) for item in node]
+    if isinstance(node, str):
+        for secret in secrets:
+            node = node.replace(secret, REDACTED)
+        node = SECRET_ASSIGNMENT.sub(rf"\g<1>{REDACTED}", node)
+        return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", rf"\g<1>{REDACTED}@", node)
+    return node
+
+
+def redacted(config: Any) -> Any:
+    """A resolved plain copy with secret-named keys, secret env values and URL passwords masked."""
+    plain = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+    secrets = [os.environ[name] for name in SECRET_ENV if os.environ.get(name)]
+    return _redact(plain, secrets)
+
+
+def save_resolved(config: DictConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(redacted(config), sort_keys=False))
+
+
+def redact_hydra_dir(folder: Path) -> None:
+    """Hydra saves the config and CLI overrides before the task runs; mask any secret typed there."""
+    for path in folder.glob("*.yaml"):
+        path.write_text(yaml.safe_dump(redacted(yaml.safe_load(path.read_text()) or {}), sort_keys=False))

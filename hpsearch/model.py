@@ -1,0 +1,145 @@
+"""Tokenizers and ``model_init`` callables referenced from ``conf/model/*.yaml``.
+
+A ``model_init`` target is any importable callable. hpsearch passes it, by keyword and only where its
+signature asks for them, ``num_labels``, ``id2label``, ``label2id`` and ``tokenizer``, plus every
+search-space parameter whose name matches one of its arguments (e.g. ``hidden_dropout_prob``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from hpsearch.errors import ConfigError
+from hpsearch.locate import resolve_location
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """A tokenizer from a hub name, a local directory, or a ``pkg:`` location."""
+    return AutoTokenizer.from_pretrained(resolve_location(name_or_path, "model.tokenizer.name_or_path"))
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """A lower-cased character-level WordPiece tokenizer built locally, for tests and smoke runs."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    characters = string.ascii_lowercase + string.digits + string.punctuation
+    vocab_list = SPECIAL_TOKENS + list(characters) + [f"##{c}" for c in characters]
+    vocab = {token: index for index, token in enumerate(vocab_list)}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def pretrained_classifier(
+    name_or_path: str,
+    num_labels: int,
+    id2label: dict[int, str],
+    label2id: dict[str, int],
+    hidden_dropout_prob: float | None = None,
+    attention_probs_dropout_prob: float | None = None,
+    num_hidden_layers: int | None = None,
+) -> PreTrainedModel:
+    """A pretrained encoder with a fresh classification head.
+
+    ``num_hidden_layers`` keeps only the first N encoder layers, so a search can trade accuracy for size.
+    """
+    location = resolve_location(name_or_path, "model.model_init.name_or_path")
+    overrides = {
+        key: value
+        for key, value in {
+            "hidden_dropout_prob": hidden_dropout_prob,
+            "attention_probs_dropout_prob": attention_probs_dropout_prob,
+            "num_hidden_layers": num_hidden_layers,
+        }.items()
+        if value is not None
+    }
+    config = AutoConfig.from_pretrained(
+        location, num_labels=num_labels, id2label=id2label, label2id=label2id, **overrides
+    )
+    return AutoModelForSequenceClassification.from_pretrained(location, config=config)
+
+
+def tiny_bert(
+    num_labels: int,
+    id2label: dict[int, str],
+    label2id: dict[str, int],
+    tokenizer: PreTrainedTokenizerBase,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 2,
+    intermediate_size: int = 128,
+    hidden_dropout_prob: float = 0.1,
+) -> PreTrainedModel:
+    """A small randomly initialised BERT classifier."""
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        hidden_dropout_prob=hidden_dropout_prob,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=num_labels,
+        id2label=id2label,
+        label2id=label2id,
+    )
+    return BertForSequenceClassification(config)
+
+
+@dataclass(frozen=True)
+class ModelInit:
+    """Calls the configured target with its static arguments, overridden by the trial's matching hyperparameters.
+
+    A plain picklable object, so Ray workers can receive it.
+    """
+
+    target: Callable[..., PreTrainedModel]
+    static_kwargs: Mapping[str, Any]
+    consumed: frozenset[str]
+
+    @classmethod
+    def build(cls, target: Callable[..., Any], context: Mapping[str, Any]) -> ModelInit:
+        """``target`` may be a ``functools.partial`` carrying the configured arguments."""
+        function = target.func if isinstance(target, functools.partial) else target
+        configured = dict(target.keywords) if isinstance(target, functools.partial) else {}
+        parameters = inspect.signature(function).parameters
+        injected = {key: value for key, value in context.items() if key in parameters}
+        return cls(function, {**configured, **injected}, frozenset(parameters) - set(injected))
+
+    def __call__(self, params: Mapping[str, Any]) -> PreTrainedModel:
+        chosen = {key: value for key, value in params.items() if key in self.consumed}
+        model = self.target(**{**self.static_kwargs, **chosen})
+        if model is None:
+            raise ConfigError("model.model_init: the target returned None; it must return a model")
+        return model

@@ -1,0 +1,47 @@
+"""Search-level progress: a bar over trials (k/N, best so far) and one line per finished trial."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from hpsearch.objective import Objectives
+from hpsearch.results import TrialOutcome
+
+
+def _format(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class SearchProgress:
+    """A trainer listener; only the process that owns the search shows it."""
+
+    def __init__(self, n_trials: int, objectives: Objectives, enabled: bool = True) -> None:
+        self.objectives = objectives
+        self.best: list[float] | None = None
+        self.bar = tqdm(total=n_trials, desc="trials", unit="trial", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+    def start(self, already_done: int) -> None:
+        """Count trials a resumed study already finished."""
+        self.bar.update(already_done)
+
+    def __call__(self, trial: Any, outcome: TrialOutcome) -> None:
+        if self.bar.disable:
+            return
+        if outcome.state == "COMPLETE" and not self.objectives.is_multi and self.objectives.is_better(outcome.values, self.best):
+            self.best = outcome.values
+        result = (
+            ", ".join(f"{n}={_format(v)}" for n, v in zip(self.objectives.names, outcome.values))
+            if outcome.values
+            else outcome.error or ""
+        )
+        params = " ".join(f"{k}={_format(v)}" for k, v in outcome.params.items())
+        self.bar.write(f"trial {outcome.state:<8} {result}  [{params}]  {outcome.duration_s:.1f}s", file=sys.stderr)
+        self.bar.update(1)
+        if self.best is not None:
+            self.bar.set_postfix({f"best {self.objectives.names[0]}": _format(self.best[0])})
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,147 @@
+"""Backend-neutral trial records and the files a search leaves in its run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpsearch.errors import ConfigError
+from hpsearch.objective import Objectives
+
+TRIALS_CSV = "trials.csv"
+BEST_JSON = "best.json"
+BEST_YAML = "best_hyperparameters.yaml"
+PARETO_JSON = "pareto.json"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL or RUNNING
+    values: list[float] | None
+    params: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    duration_s: float | None = None
+
+    @property
+    def is_complete(self) -> bool:
+        return self.state == "COMPLETE" and self.values is not None and not any(math.isnan(v) for v in self.values)
+
+
+@dataclass
+class TrialOutcome:
+    params: dict[str, Any]
+    state: str  # COMPLETE, PRUNED or FAIL
+    values: list[float] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    trials: list[TrialRecord]
+    best: TrialRecord | None
+    pareto: list[TrialRecord]
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """True when ``a`` is no worse than ``b`` in every objective and better in one."""
+    signs = [1.0 if direction == "maximize" else -1.0 for direction in directions]
+    no_worse = all(s * x >= s * y for s, x, y in zip(signs, a, b))
+    better = any(s * x > s * y for s, x, y in zip(signs, a, b))
+    return no_worse and better
+
+
+def pareto_front(trials: Sequence[TrialRecord], directions: Sequence[str]) -> list[TrialRecord]:
+    complete = [t for t in trials if t.is_complete]
+    return [t for t in complete if not any(dominates(o.values, t.values, directions) for o in complete)]
+
+
+def best_trial(trials: Sequence[TrialRecord], objectives: Objectives) -> TrialRecord | None:
+    best = None
+    for trial in trials:
+        if trial.is_complete and objectives.is_better(trial.values, best.values if best else None):
+            best = trial
+    return best
+
+
+def _objective_columns(objectives: Objectives) -> list[str]:
+    return ["objective"] if not objectives.is_multi else [f"objective.{name}" for name in objectives.names]
+
+
+def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: list[str], objectives: Objectives) -> None:
+    metric_names = sorted({name for trial in trials for name in trial.metrics})
+    header = ["number", "state", *_objective_columns(objectives), *param_names, *metric_names, "duration_s"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for trial in sorted(trials, key=lambda t: t.number):
+            values = trial.values or [None] * len(objectives.names)
+            writer.writerow(
+                [
+                    trial.number,
+                    trial.state,
+                    *values,
+                    *(trial.params.get(name) for name in param_names),
+                    *(trial.metrics.get(name) for name in metric_names),
+                    None if trial.duration_s is None else round(trial.duration_s, 3),
+                ]
+            )
+
+
+def _summary(trial: TrialRecord, objectives: Objectives) -> dict[str, Any]:
+    return {
+        "trial": trial.number,
+        "objective": dict(zip(objectives.names, trial.values)) if objectives.is_multi else trial.values[0],
+        "hyperparameters": trial.params,
+        "metrics": trial.metrics,
+    }
+
+
+def write_results(
+    run_dir: Path, trials: Sequence[TrialRecord], param_names: list[str], objectives: Objectives
+) -> SearchResult:
+    """Write trials.csv always; best.json and the best YAML (single objective) or pareto.json (several)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_trials_csv(run_dir / TRIALS_CSV, trials, param_names, objectives)
+    if objectives.is_multi:
+        front = pareto_front(trials, objectives.directions)
+        (run_dir / PARETO_JSON).write_text(
+            json.dumps(
+                [
+                    {"trial": t.number, "objectives": dict(zip(objectives.names, t.values)), "hyperparameters": t.params}
+                    for t in front
+                ],
+                indent=2,
+            )
+        )
+        return SearchResult(list(trials), None, front)
+    best = best_trial(trials, objectives)
+    if best is not None:
+        (run_dir / BEST_JSON).write_text(json.dumps(_summary(best, objectives), indent=2))
+        write_best_yaml(run_dir / BEST_YAML, best)
+    return SearchResult(list(trials), best, [])
+
+
+def write_best_yaml(path: Path, best: TrialRecord) -> None:
+    header = (
+        f"# Best trial {best.number}. Re-run exactly this configuration with the search's own overrides plus:\n"
+        f"#   rerun={path.resolve()}\n"
+    )
+    path.write_text(header + yaml.safe_dump({"trial": best.number, "hyperparameters": best.params}, sort_keys=True))
+
+
+def read_best_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text())
+        return dict(content["hyperparameters"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise ConfigError(f"rerun: cannot read hyperparameters from {str(path)!r} ({error}); fix the path") from None

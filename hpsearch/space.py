@@ -1,0 +1,248 @@
+"""The backend-neutral search space.
+
+Every range is closed: a parameter with ``low`` and ``high`` may take both bounds.
+Each backend adapter maps these types to its native objects and documents how.
+
+Config form (``conf/space/*.yaml``), one entry per parameter::
+
+    learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
+    warmup_ratio:  {type: float, low: 0.0, high: 0.2, step: 0.05}
+    num_train_epochs: {type: int, low: 1, high: 3}
+    per_device_train_batch_size: {type: categorical, choices: [16, 32]}
+    seed: {type: fixed, value: 42}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from hpsearch.errors import SearchSpaceError
+
+ChoiceValue = Union[None, bool, int, float, str]
+_FLOAT_TOLERANCE = 1e-9
+
+
+def _fail(name: str, message: str) -> SearchSpaceError:
+    return SearchSpaceError(f"space.{name}: {message}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (_is_number(self.low) and _is_number(self.high)):
+            raise _fail(self.name, f"low and high must be numbers (low={self.low!r}, high={self.high!r})")
+        if self.low > self.high:
+            raise _fail(self.name, f"low must be <= high (low={self.low}, high={self.high}); swap the bounds")
+        if self.log and self.low <= 0:
+            raise _fail(
+                self.name,
+                f"log scale needs low > 0 (low={self.low}, high={self.high}); raise low or set log: false",
+            )
+        if self.step is not None:
+            if self.log:
+                raise _fail(self.name, f"step and log cannot be combined (step={self.step}); drop one")
+            if not _is_number(self.step) or self.step <= 0:
+                raise _fail(self.name, f"step must be a number > 0 (step={self.step!r})")
+            if not _is_multiple(self.high - self.low, self.step):
+                raise _fail(
+                    self.name,
+                    f"high - low must be a multiple of step (low={self.low}, high={self.high}, step={self.step})",
+                )
+
+    def cast(self, value: Any) -> float:
+        return float(value)
+
+    def admits(self, value: Any) -> bool:
+        if not isinstance(value, float):
+            return False
+        slack = _FLOAT_TOLERANCE * max(1.0, abs(self.high))
+        if not self.low - slack <= value <= self.high + slack:
+            return False
+        return self.step is None or _is_multiple(value - self.low, self.step)
+
+
+@dataclass(frozen=True)
+class IntParam:
+    name: str
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("low", "high", "step"):
+            value = getattr(self, key)
+            if not _is_number(value) or int(value) != value:
+                raise _fail(self.name, f"{key} must be an integer ({key}={value!r})")
+            object.__setattr__(self, key, int(value))
+        if self.low > self.high:
+            raise _fail(self.name, f"low must be <= high (low={self.low}, high={self.high}); swap the bounds")
+        if self.log and self.low < 1:
+            raise _fail(
+                self.name,
+                f"log scale needs low >= 1 (low={self.low}, high={self.high}); raise low or set log: false",
+            )
+        if self.step < 1:
+            raise _fail(self.name, f"step must be >= 1 (step={self.step})")
+        if self.log and self.step != 1:
+            raise _fail(self.name, f"step and log cannot be combined (step={self.step}); drop one")
+        if (self.high - self.low) % self.step:
+            raise _fail(
+                self.name,
+                f"high - low must be a multiple of step (low={self.low}, high={self.high}, step={self.step})",
+            )
+
+    def cast(self, value: Any) -> int:
+        number = float(value)
+        if number != round(number):
+            raise _fail(self.name, f"backend returned a non-integer value {value!r}")
+        return int(round(number))
+
+    def admits(self, value: Any) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )
+
+
+@dataclass(frozen=True)
+class CategoricalParam:
+    name: str
+    choices: tuple[ChoiceValue, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not self.choices:
+            raise _fail(self.name, "choices must not be empty; list at least one value")
+        for choice in self.choices:
+            if choice is not None and not isinstance(choice, (bool, int, float, str)):
+                raise _fail(self.name, f"choices must be None, bool, int, float or str (got {choice!r})")
+        if len({(type(c), c) for c in self.choices}) != len(self.choices):
+            raise _fail(self.name, f"choices must be distinct (choices={list(self.choices)})")
+        if len({str(c) for c in self.choices}) != len(self.choices):
+            raise _fail(self.name, f"choices must differ as strings too (choices={list(self.choices)})")
+
+    def cast(self, value: Any) -> ChoiceValue:
+        """Map a backend's value back to the declared choice; backends that speak strings need this."""
+        for choice in self.choices:
+            if type(choice) is type(value) and choice == value:
+                return choice
+        for choice in self.choices:
+            if str(choice) == str(value):
+                return choice
+        raise _fail(self.name, f"backend returned {value!r}, which is not one of choices={list(self.choices)}")
+
+    def admits(self, value: Any) -> bool:
+        return any(type(choice) is type(value) and choice == value for choice in self.choices)
+
+
+@dataclass(frozen=True)
+class FixedParam:
+    name: str
+    value: Any
+
+    def cast(self, value: Any) -> Any:
+        return self.value
+
+    def admits(self, value: Any) -> bool:
+        return value == self.value
+
+
+Param = Union[FloatParam, IntParam, CategoricalParam, FixedParam]
+
+_TYPES: dict[str, tuple[type, set[str], set[str]]] = {
+    # type name: (class, required keys, optional keys)
+    "float": (FloatParam, {"low", "high"}, {"log", "step"}),
+    "int": (IntParam, {"low", "high"}, {"log", "step"}),
+    "categorical": (CategoricalParam, {"choices"}, set()),
+    "fixed": (FixedParam, {"value"}, set()),
+}
+
+
+def _is_multiple(span: float, step: float) -> bool:
+    ratio = span / step
+    return math.isclose(ratio, round(ratio), rel_tol=0.0, abs_tol=1e-6)
+
+
+def parse_param(name: str, spec: Any) -> Param:
+    if not isinstance(spec, Mapping):
+        raise _fail(name, f"expected a mapping with a 'type' key, got {spec!r}")
+    kind = spec.get("type")
+    if kind not in _TYPES:
+        raise _fail(name, f"type must be one of {sorted(_TYPES)} (got {kind!r})")
+    cls, required, optional = _TYPES[kind]
+    keys = set(spec) - {"type"}
+    if missing := required - keys:
+        raise _fail(name, f"type {kind} needs {sorted(missing)}")
+    if unknown := keys - required - optional:
+        raise _fail(name, f"unknown key(s) {sorted(unknown)} for type {kind}; allowed: {sorted(required | optional)}")
+    kwargs = {key: spec[key] for key in keys}
+    if "choices" in kwargs:
+        if isinstance(kwargs["choices"], (str, bytes)) or not hasattr(kwargs["choices"], "__iter__"):
+            raise _fail(name, f"choices must be a list (got {kwargs['choices']!r})")
+        kwargs["choices"] = tuple(kwargs["choices"])
+    if "log" in kwargs and not isinstance(kwargs["log"], bool):
+        raise _fail(name, f"log must be true or false (got {kwargs['log']!r})")
+    return cls(name=name, **kwargs)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: tuple[Param, ...]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SearchSpace:
+        if not config:
+            raise SearchSpaceError("space: the search space is empty; declare at least one parameter")
+        return cls(tuple(parse_param(str(name), spec) for name, spec in config.items()))
+
+    def __iter__(self) -> Iterator[Param]:
+        return iter(self.params)
+
+    def __getitem__(self, name: str) -> Param:
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [param.name for param in self.params]
+
+    @property
+    def tunable(self) -> list[Param]:
+        return [param for param in self.params if not isinstance(param, FixedParam)]
+
+    def cast(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Typed values for every parameter, fixed ones included, from a backend's raw assignment."""
+        missing = [param.name for param in self.tunable if param.name not in values]
+        if missing:
+            raise SearchSpaceError(f"space: backend returned no value for {missing}")
+        return {param.name: param.cast(values.get(param.name)) for param in self.params}
+
+    def representative(self) -> dict[str, Any]:
+        """One valid value per parameter (low bound, first choice), to build a model before any trial."""
+        return {
+            param.name: param.value if isinstance(param, FixedParam)
+            else param.choices[0] if isinstance(param, CategoricalParam)
+            else param.low
+            for param in self.params
+        }
+
+    def fixed(self, values: Mapping[str, Any]) -> SearchSpace:
+        """The same space with every parameter fixed to ``values`` (used to re-run a best trial)."""
+        return SearchSpace(tuple(FixedParam(param.name, values[param.name]) for param in self.params))

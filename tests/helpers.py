@@ -1,0 +1,29 @@
+"""model_init targets used by tests to inject failures; referenced from configs as ``helpers.NAME``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hpsearch.model import tiny_bert
+
+
+def failing_tiny_bert(
+    num_labels: int, id2label: dict, label2id: dict, tokenizer: Any, fail_when: float, hidden_dropout_prob: float
+) -> Any:
+    """Raises for one dropout value, so exactly the trials that draw it fail."""
+    if abs(hidden_dropout_prob - fail_when) < 1e-9:
+        raise RuntimeError(f"injected failure at hidden_dropout_prob={hidden_dropout_prob}")
+    return tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
+
+
+def nan_tiny_bert(
+    num_labels: int, id2label: dict, label2id: dict, tokenizer: Any, nan_when: float, hidden_dropout_prob: float
+) -> Any:
+    """A model whose classifier weights are NaN for one dropout value, so its loss is NaN."""
+    model = tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
+    if abs(hidden_dropout_prob - nan_when) < 1e-9:
+        with torch.no_grad():
+            model.classifier.weight.fill_(float("nan"))
+    return model

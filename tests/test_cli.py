@@ -1,0 +1,126 @@
+"""``python -m hpsearch`` as a user runs it: a real smoke search, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_env
+
+SMOKE = ["experiment=smoke"]
+
+
+def test_smoke_search_from_another_directory(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli(*SMOKE, "n_trials=3", "study_name=cli-smoke")
+    assert done.returncode == 0, done.stderr
+    assert "best trial" in done.stdout
+    assert "trials: 100%" in done.stderr and "3/3" in done.stderr
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert set(best) == {"trial", "objective", "hyperparameters", "metrics"}
+    assert (tmp_path / ".hpsearch" / "cli-smoke.db").is_file()  # the default storage: one SQLite file per study
+
+
+def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    secret = "sk-test-0123456789abcdef"
+    done = cli(*SMOKE, "n_trials=1", f"+backend.api_token={secret}", "+notes=postgresql://bob:hunter2@db/x",
+               WANDB_API_KEY=secret)
+    assert done.returncode == 0, done.stderr
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.suffix in (".yaml", ".json", ".csv", ".log")]
+    assert any(p.name == "overrides.yaml" for p in written)
+    for path in written:
+        text = path.read_text()
+        assert secret not in text and "hunter2" not in text, path
+    assert secret not in done.stdout + done.stderr
+
+
+BAD_INPUTS = [
+    (["backend=nope"], "backend: unknown backend 'nope'; choose one of"),
+    (["experiment=nope"], "experiment: unknown experiment 'nope'; choose one of"),
+    (["space.learning_rate.low=1.0"], "space.learning_rate: low must be <= high (low=1.0, high=0.01)"),
+    (["space.learning_rate.low=0.0"], "space.learning_rate: log scale needs low > 0 (low=0.0, high=0.01)"),
+    (["space.per_device_train_batch_size.choices=[]"], "space.per_device_train_batch_size: choices must not be empty"),
+    (["+space.not_a_field={type:float,low:0.0,high:1.0}"], "space.not_a_field: neither a TrainingArguments field nor an argument of model_init"),
+    (["objective.objectives.0.metric=eval_bleu"], "objective.objectives[0].metric: 'eval_bleu' is never returned by evaluation"),
+    (["n_trials=0"], "n_trials: must be an integer >= 1 (got 0)"),
+    (["data.source=/no/such/file.csv"], "data.source: no such file '/no/such/file.csv'"),
+    (["data.text_column=review"], "data.text_column: column 'review' does not exist; available: ['text', 'label']"),
+    (["backend.sampler=annealing"], "backend.sampler: unknown sampler 'annealing'"),
+    (["backend.pruner=median"], "backend.pruner=median: pruning needs in-training evaluation"),
+    (["training.learnin_rate=0.1"], "Could not override 'training.learnin_rate'; To append to your config use +training.learnin_rate=0.1; Key 'learnin_rate' is not in struct"),
+    (["+training.learnin_rate=0.1"], "training.learnin_rate: not a TrainingArguments field"),
+    (["storage=postgresql://u:pw@127.0.0.1:9/none"], "storage: cannot open postgresql://u:***@127.0.0.1:9/none"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[o[0] for o, _ in BAD_INPUTS])
+def test_bad_input_exits_with_one_clear_line(
+    cli: Callable[..., subprocess.CompletedProcess[str]], overrides: list[str], message: str
+) -> None:
+    done = cli(*SMOKE, *overrides)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("trials:")]
+    assert lines == [lines[0]] and lines[0].startswith("hpsearch: error: "), done.stderr
+    assert message in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_unreadable_data_file(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"this is not parquet")
+    done = cli(*SMOKE, f"data.source={broken}")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"hpsearch: error: data.source: cannot read '{broken}' as parquet")
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_optional_package_gives_install_hint(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "cmaes"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'cmaes'\", name='cmaes')\n")
+    done = cli(*SMOKE, "backend.sampler=cmaes", PYTHONPATH=f"{shadow.parent}:{cli_env()['PYTHONPATH']}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "hpsearch: error: backend.sampler=cmaes needs the package 'cmaes', which is not installed; "
+        "fix: pip install 'hpsearch[cmaes]'"
+    )
+
+
+def _finished(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as connection:
+            return connection.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=6", "study_name=resume", "data.train_size=400",
+            "training.num_train_epochs=2", f"hydra.run.dir={tmp_path / 'first'}"]
+    db = tmp_path / ".hpsearch" / "resume.db"
+    first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _finished(db) < 2 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.kill()  # SIGKILL: no handler runs
+    first.wait()
+    finished_before = _finished(db)
+    assert 2 <= finished_before < 6, "the first run must be killed mid-search"
+
+    args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
+    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr
+    rows = (tmp_path / "second" / "trials.csv").read_text().splitlines()[1:]
+    states = [row.split(",")[1] for row in rows]
+    assert states.count("COMPLETE") == 6  # total reaches n_trials
+    assert _finished(db) == 6
+    # the trials finished before the kill are still there, with their numbers
+    assert all(state == "COMPLETE" for state in states[:finished_before])

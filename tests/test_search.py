@@ -1,0 +1,135 @@
+"""End-to-end searches through the compose API: results files, failures, re-runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import DictConfig
+
+from hpsearch.app import SearchAborted, run
+from hpsearch.results import BEST_JSON, BEST_YAML, TRIALS_CSV
+
+
+def read_trials(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / TRIALS_CSV).open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_smoke_search_writes_every_result_file(make_config: Callable[..., DictConfig]) -> None:
+    cfg = make_config("experiment=smoke", "n_trials=3", "seed=1")
+    result = run(cfg)
+    run_dir = Path(cfg.run_dir)
+
+    rows = read_trials(run_dir)
+    assert [row["number"] for row in rows] == ["0", "1", "2"]
+    assert {row["state"] for row in rows} == {"COMPLETE"}
+    for column in ("objective", "learning_rate", "per_device_train_batch_size", "hidden_dropout_prob",
+                   "eval_accuracy", "eval_f1", "eval_loss", "duration_s"):
+        assert column in rows[0], column
+    for row in rows:
+        assert 1e-4 <= float(row["learning_rate"]) <= 1e-2
+        assert row["per_device_train_batch_size"] in ("16", "32")
+        assert float(row["objective"]) == float(row["eval_accuracy"])
+
+    best = json.loads((run_dir / BEST_JSON).read_text())
+    assert set(best) == {"trial", "objective", "hyperparameters", "metrics"}
+    assert best["objective"] == max(float(row["objective"]) for row in rows)
+    assert best["trial"] == result.best.number
+    assert set(best["hyperparameters"]) == {"learning_rate", "per_device_train_batch_size", "hidden_dropout_prob"}
+    best_yaml = yaml.safe_load((run_dir / BEST_YAML).read_text())
+    assert best_yaml["hyperparameters"] == best["hyperparameters"]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["space"]["learning_rate"]["low"] == 1e-4 and saved["n_trials"] == 3
+
+
+def test_trials_reach_training_arguments_and_model_init(make_config: Callable[..., DictConfig]) -> None:
+    cfg = make_config(
+        "experiment=smoke", "n_trials=2", "~space.hidden_dropout_prob", "+space.hidden_dropout_prob={type:fixed,value:0.2}"
+    )
+    seen: list[tuple[float, float, int]] = []
+    from hpsearch import trainer as trainer_module
+
+    original = trainer_module.SearchTrainer._hp_search_setup
+
+    def spy(self, trial):  # type: ignore[no-untyped-def]
+        original(self, trial)
+        if trial is not None:
+            seen.append((self.args.learning_rate, self.model.config.hidden_dropout_prob, self.args.per_device_train_batch_size))
+
+    trainer_module.SearchTrainer._hp_search_setup = spy
+    try:
+        result = run(cfg)
+    finally:
+        trainer_module.SearchTrainer._hp_search_setup = original
+    assert len(seen) == 2
+    for (lr, dropout, batch), trial in zip(seen, result.trials):
+        assert lr == trial.params["learning_rate"] and batch == trial.params["per_device_train_batch_size"]
+        assert dropout == 0.2 == trial.params["hidden_dropout_prob"]
+
+
+def test_rerun_from_best_yaml_trains_exactly_the_best_hyperparameters(make_config: Callable[..., DictConfig], tmp_path: Path) -> None:
+    first = run(make_config("experiment=smoke", "n_trials=2"))
+    best_yaml = tmp_path / "run" / BEST_YAML
+    again = run(make_config("experiment=smoke", f"rerun={best_yaml}", f"run_dir={tmp_path / 'rerun'}"))
+    assert len(again.trials) == 1
+    assert again.trials[0].params == first.best.params
+    assert again.best.values == pytest.approx(first.best.values)
+
+
+FAILING_MODEL = [
+    "model.model_init._target_=helpers.failing_tiny_bert",
+    "+model.model_init.fail_when=0.1",
+    "~model.model_init.hidden_size", "~model.model_init.num_hidden_layers",
+    "~model.model_init.num_attention_heads", "~model.model_init.intermediate_size",
+    "~space", "+space={hidden_dropout_prob:{type:categorical,choices:[0.0,0.1]}}",
+    "backend.sampler=grid",
+]
+
+
+def test_failing_trial_is_recorded_and_search_completes(make_config: Callable[..., DictConfig]) -> None:
+    cfg = make_config("experiment=smoke", "n_trials=2", *FAILING_MODEL)
+    result = run(cfg)
+    rows = {float(row["hidden_dropout_prob"]): row for row in read_trials(Path(cfg.run_dir))}
+    assert rows[0.1]["state"] == "FAIL" and rows[0.1]["objective"] == ""
+    assert rows[0.0]["state"] == "COMPLETE"
+    assert result.best.params["hidden_dropout_prob"] == 0.0
+
+
+def test_too_many_failures_stop_the_search(make_config: Callable[..., DictConfig]) -> None:
+    cfg = make_config("experiment=smoke", "n_trials=2", "max_failures=0", *FAILING_MODEL)
+    with pytest.raises(SearchAborted, match=r"max_failures: 1 trials failed \(max_failures=0\).*injected failure"):
+        run(cfg)
+    assert any(row["state"] == "FAIL" for row in read_trials(Path(cfg.run_dir)))
+
+
+def test_nan_objective_is_a_failed_trial(make_config: Callable[..., DictConfig]) -> None:
+    overrides = [o.replace("failing_tiny_bert", "nan_tiny_bert").replace("fail_when", "nan_when") for o in FAILING_MODEL]
+    cfg = make_config("experiment=smoke", "n_trials=2", "objective=loss", *overrides)
+    run(cfg)
+    states = {float(row["hidden_dropout_prob"]): row["state"] for row in read_trials(Path(cfg.run_dir))}
+    assert states == {0.0: "COMPLETE", 0.1: "FAIL"}
+
+
+def test_default_demo_composes_and_its_model_and_data_load(make_config: Callable[..., DictConfig]) -> None:
+    from hydra.utils import instantiate
+
+    from hpsearch.data import load_data
+    from hpsearch.model import ModelInit
+
+    cfg = make_config()
+    assert cfg.backend.name == "optuna" and cfg.n_trials == 4
+    tokenizer = instantiate(cfg.model.tokenizer)
+    data = load_data(cfg.data, tokenizer, seed=cfg.seed)
+    assert (len(data.train), len(data.eval)) == (1500, 500)
+    assert data.label_names == ["fresh", "rotten"]
+    assert 0.5 < sum(data.eval["labels"]) / len(data.eval) < 0.5 + 0.1 or 0.35 < sum(data.eval["labels"]) / 500 < 0.5
+    assert max(len(ids) for ids in data.train["input_ids"]) <= 64
+    model = ModelInit.build(instantiate(cfg.model.model_init, _partial_=True), data.model_context)({"hidden_dropout_prob": 0.1})
+    assert model.config.num_labels == 2 and model.config.id2label == {0: "fresh", 1: "rotten"}
+    assert model.config.hidden_dropout_prob == 0.1
+    assert sum(p.numel() for p in model.parameters()) > 22_000_000  # the real pretrained MiniLM
