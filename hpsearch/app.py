@@ -135,6 +135,7 @@ def run(cfg: DictConfig) -> SearchResult:
         seed=seed,
         study_name=str(cfg.study_name) + ("-rerun" if cfg.get("rerun") else ""),
         storage=_storage_url(cfg, run_dir),
+        state_dir=Path(cfg.storage_dir).expanduser().resolve(),
         run_dir=run_dir,
         settings=settings,
         progress=progress,

@@ -49,3 +49,10 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message, for one-line reports."""
     text = str(error).strip()
     return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (the socket error behind a client library's wrapper)."""
+    while (inner := error.__cause__ or error.__context__) is not None and inner is not error:
+        error = inner
+    return error

@@ -20,15 +20,20 @@ class SearchProgress:
 
     def __init__(self, n_trials: int, objectives: Objectives, enabled: bool = True) -> None:
         self.objectives = objectives
+        self.n_trials = n_trials
+        self.enabled = enabled
         self.best: list[float] | None = None
-        self.bar = tqdm(total=n_trials, desc="trials", unit="trial", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+        self.bar: tqdm | None = None
 
     def start(self, already_done: int) -> None:
-        """Count trials a resumed study already finished."""
-        self.bar.update(already_done)
+        """Show the bar once the backend is connected, counting trials a resumed study already finished."""
+        self.bar = tqdm(
+            total=self.n_trials, initial=already_done, desc="trials", unit="trial", file=sys.stderr,
+            disable=not self.enabled, dynamic_ncols=True,
+        )
 
     def __call__(self, trial: Any, outcome: TrialOutcome) -> None:
-        if self.bar.disable:
+        if self.bar is None or self.bar.disable:
             return
         if outcome.state == "COMPLETE" and not self.objectives.is_multi and self.objectives.is_better(outcome.values, self.best):
             self.best = outcome.values
@@ -44,4 +49,5 @@ class SearchProgress:
             self.bar.set_postfix({f"best {self.objectives.names[0]}": _format(self.best[0])})
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -57,6 +57,7 @@ class SearchTrainer(Trainer):
         # Optional in-training reporter (Ray); None keeps transformers' own (optuna pruning).
         self.intermediate_reporter: Callable[[int, dict[str, float]], None] | None = None
         self.listeners: list[TrialListener] = []
+        self.latest_outcome: TrialOutcome | None = None
         self._latest_metrics: dict[str, float] | None = None
 
     def _init_model(self, trial: Any) -> Any:
@@ -119,6 +120,14 @@ class SearchTrainer(Trainer):
         self._notify(trial, "COMPLETE", started, values=values, metrics=metrics)
         return output
 
+    def run_trial(self, params: Mapping[str, Any]) -> TrialOutcome:
+        """Train one trial from typed values; a failed trial comes back as a FAIL outcome."""
+        try:
+            self.train(trial=dict(params))
+        except TrialFailed:
+            pass
+        return self.latest_outcome
+
     def _notify(
         self,
         trial: Any,
@@ -130,6 +139,7 @@ class SearchTrainer(Trainer):
     ) -> None:
         numeric = {k: float(v) for k, v in (metrics or self._latest_metrics or {}).items() if isinstance(v, (int, float))}
         outcome = TrialOutcome(dict(self._current_params), state, values, numeric, time.perf_counter() - started, error)
+        self.latest_outcome = outcome
         for listener in self.listeners:
             listener(trial, outcome)
 

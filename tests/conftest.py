@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from hpsearch.config import config_dir
+from standins.sigopt_server import SigOptStandIn
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -52,3 +53,12 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: float = 180, **env: str) ->
 @pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     return lambda *args, **kwargs: run_cli(args, tmp_path, **kwargs)
+
+
+@pytest.fixture
+def sigopt_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SigOptStandIn]:
+    """A stand-in SigOpt API on 127.0.0.1, with the environment pointing the real client at it."""
+    with SigOptStandIn() as server:
+        monkeypatch.setenv("SIGOPT_API_URL", server.url)
+        monkeypatch.setenv("SIGOPT_API_TOKEN", server.token)
+        yield server

@@ -9,6 +9,8 @@ from hpsearch.errors import ConfigError
 
 BACKENDS: dict[str, str] = {
     "optuna": "hpsearch.backends.optuna:OptunaBackend",
+    "ray": "hpsearch.backends.ray:RayBackend",
+    "sigopt": "hpsearch.backends.sigopt:SigOptBackend",
 }
 
 

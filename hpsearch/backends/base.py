@@ -54,7 +54,8 @@ class SearchJob:
     n_trials: int
     seed: int
     study_name: str
-    storage: str
+    storage: str  # optuna's database URL
+    state_dir: Path  # where backends keep local state, such as a SigOpt experiment id
     run_dir: Path
     settings: Mapping[str, Any]  # the backend's own config group
     progress: SearchProgress

@@ -22,7 +22,6 @@ rerunning the same command resumes it and runs only the trials still missing to 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -255,13 +254,12 @@ class OptunaBackend(Backend):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=n // 4))
-        scores = random.Random(seed)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         samples = []
         for _ in range(n):
             trial = study.ask()
             samples.append(suggest(trial, space))
-            study.tell(trial, scores.random())
+            study.tell(trial, 0.0)
         return samples
 
 

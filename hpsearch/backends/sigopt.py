@@ -1,0 +1,221 @@
+"""SigOpt backend, through the Core API (``sigopt.Connection``): experiments, suggestions, observations.
+
+transformers 5 dropped SigOpt, so hpsearch owns the loop: ask a suggestion, train it, report an observation
+(``failed=True`` when the trial failed). Any SigOpt-compatible server works: set ``SIGOPT_API_URL`` (or
+``backend.api_url``) and ``SIGOPT_API_TOKEN``. The hosted api.sigopt.com service is gone and the
+self-hosted sigopt-server is archived; hpsearch's tests run the real client against a local stand-in.
+
+Space mapping (SigOpt bounds are closed, like hpsearch's):
+
+=========================  ====================================================================
+neutral                    SigOpt parameter
+=========================  ====================================================================
+float [low, high]          ``{type: double, bounds: {min: low, max: high}}``
+float, log: true           the same with ``transformation: log``
+float, step: s             ``{type: double, grid: [low, low+s, ..., high]}``
+int [low, high]            ``{type: int, bounds: {min: low, max: high}}``
+int, log: true             the same with ``transformation: log``
+int, step: s > 1           ``{type: int, grid: [low, low+s, ..., high]}``
+categorical                ``{type: categorical, categorical_values: [str(c), ...]}``: SigOpt answers
+                           with strings, cast back to the declared choice (``"32"`` -> 32, ``"None"`` -> None)
+fixed, low == high,        not sent (SigOpt needs min < max and two or more categories); the value
+one choice                 joins every assignment
+=========================  ====================================================================
+
+``observation_budget`` is ``n_trials``; each objective is one SigOpt metric, so several objectives make a
+multi-metric experiment whose Pareto front comes from ``best_assignments``. The experiment id is kept in
+``<storage_dir>/sigopt-<study_name>.json`` (or given as ``backend.experiment_id``): rerunning joins it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hpsearch.backends.base import Backend, SearchJob
+from hpsearch.errors import BackendUnavailableError, ConfigError, first_line, root_cause
+from hpsearch.objective import Objectives
+from hpsearch.results import TrialRecord
+from hpsearch.space import CategoricalParam, FixedParam, FloatParam, Param, SearchSpace
+
+TOKEN_ENV = "SIGOPT_API_TOKEN"
+
+
+def _grid(low: float, high: float, step: float) -> list[float]:
+    return [low + k * step for k in range(round((high - low) / step) + 1)]
+
+
+def native_parameter(param: Param) -> dict[str, Any] | None:
+    """The SigOpt parameter definition of a neutral parameter; None when it has a single value."""
+    if isinstance(param, FixedParam):
+        return None
+    if isinstance(param, CategoricalParam):
+        if len(param.choices) == 1:
+            return None
+        return {"name": param.name, "type": "categorical", "categorical_values": [str(c) for c in param.choices]}
+    if param.low == param.high:
+        return None
+    kind = "double" if isinstance(param, FloatParam) else "int"
+    stepped = param.step is not None if isinstance(param, FloatParam) else param.step > 1
+    if stepped:
+        return {"name": param.name, "type": kind, "grid": _grid(param.low, param.high, param.step)}
+    native: dict[str, Any] = {"name": param.name, "type": kind, "bounds": {"min": param.low, "max": param.high}}
+    if param.log:
+        native["transformation"] = "log"
+    return native
+
+
+def single_values(space: SearchSpace) -> dict[str, Any]:
+    """Values of the parameters SigOpt is not asked about."""
+    representative = space.representative()
+    return {param.name: representative[param.name] for param in space if native_parameter(param) is None}
+
+
+def native_parameters(space: SearchSpace) -> list[dict[str, Any]]:
+    return [native for native in map(native_parameter, space) if native is not None]
+
+
+class SigOptBackend(Backend):
+    name = "sigopt"
+    package = "sigopt"
+    extra = "sigopt"
+
+    def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
+        self.require("sigopt")
+        if settings.get("driver", "http") == "http" and not os.environ.get(TOKEN_ENV):
+            raise ConfigError(
+                f"backend=sigopt: set the {TOKEN_ENV} environment variable "
+                "(and SIGOPT_API_URL for a self-hosted server)"
+            )
+        if settings.get("driver", "http") not in ("http", "lite"):
+            raise ConfigError(f"backend.driver: must be http or lite (got {settings.get('driver')!r})")
+
+    def connection(self, settings: Mapping[str, Any]) -> Any:
+        sigopt = self.require("sigopt")
+        if settings.get("driver") == "lite":
+            self.require("sigoptlite")
+            return sigopt.Connection(driver="lite")
+        connection = sigopt.Connection(client_token=os.environ.get(TOKEN_ENV))
+        if settings.get("api_url"):
+            connection.set_api_url(settings["api_url"])
+        connection.set_verify_ssl_certs(bool(settings.get("verify_ssl", True)))
+        connection.set_timeout(float(settings.get("timeout_s", 30)))
+        return connection
+
+    def _call(self, settings: Mapping[str, Any], request: Any) -> Any:
+        """Run one API request; connection and API errors become one line."""
+        from sigopt.exception import ApiException, ConnectionException
+
+        try:
+            return request()
+        except ConnectionException as error:
+            url = settings.get("api_url") or os.environ.get("SIGOPT_API_URL") or "https://api.sigopt.com"
+            raise BackendUnavailableError(
+                f"backend=sigopt: cannot reach the SigOpt API at {url} ({first_line(root_cause(error))}); "
+                "check SIGOPT_API_URL and that the server runs"
+            ) from None
+        except ApiException as error:
+            raise BackendUnavailableError(
+                f"backend=sigopt: the API refused a request (HTTP {error.status_code}: {error.message}); "
+                f"check {TOKEN_ENV} and backend settings"
+            ) from None
+
+    @staticmethod
+    def _state_file(job: SearchJob) -> Path:
+        return job.state_dir / f"sigopt-{job.study_name}.json"
+
+    def _experiment_id(self, job: SearchJob) -> str | None:
+        if job.settings.get("experiment_id"):
+            return str(job.settings["experiment_id"])
+        path = self._state_file(job)
+        return json.loads(path.read_text())["experiment_id"] if path.is_file() else None
+
+    def _create_experiment(self, connection: Any, job: SearchJob) -> str:
+        experiment = self._call(
+            job.settings,
+            lambda: connection.experiments().create(
+                name=job.study_name,
+                type="offline",
+                parameters=native_parameters(job.space),
+                metrics=[{"name": o.metric, "objective": o.direction} for o in job.objectives.items],
+                observation_budget=job.n_trials,
+                parallel_bandwidth=1,
+                metadata={"created_by": "hpsearch"},
+            ),
+        )
+        job.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_file(job).write_text(json.dumps({"experiment_id": experiment.id}))
+        return str(experiment.id)
+
+    def _observations(self, connection: Any, job: SearchJob, experiment_id: str) -> list[Any]:
+        pages = self._call(job.settings, lambda: list(connection.experiments(experiment_id).observations().fetch().iterate_pages()))
+        return sorted(pages, key=lambda o: (o.created or 0, int(o.id) if str(o.id).isdigit() else 0))
+
+    def search(self, job: SearchJob) -> None:
+        connection = self.connection(job.settings)
+        experiment_id = self._experiment_id(job) or self._create_experiment(connection, job)
+        experiment = connection.experiments(experiment_id)
+        finished = sum(not o.failed for o in self._observations(connection, job, experiment_id))
+        job.progress.start(finished)
+        self._call(job.settings, lambda: experiment.suggestions().delete(state="open"))  # left by a crash
+        constants = single_values(job.space)
+        while finished < job.n_trials and not job.failures.exceeded:
+            suggestion = self._call(job.settings, lambda: experiment.suggestions().create())
+            params = job.space.cast({**constants, **dict(suggestion.assignments)})
+            outcome = job.trainer.run_trial(params)
+            metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s, 3)}
+            if outcome.state == "COMPLETE":
+                values = [{"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.values)]
+                self._call(job.settings, lambda: experiment.observations().create(suggestion=suggestion.id, values=values, metadata=metadata))
+                finished += 1
+            else:
+                metadata["error"] = (outcome.error or "")[:400]
+                self._call(job.settings, lambda: experiment.observations().create(suggestion=suggestion.id, failed=True, metadata=metadata))
+
+    def records(self, job: SearchJob) -> list[TrialRecord]:
+        experiment_id = self._experiment_id(job)
+        if experiment_id is None:
+            return []
+        connection = self.connection(job.settings)
+        constants = single_values(job.space)
+        records = []
+        for number, observation in enumerate(self._observations(connection, job, experiment_id)):
+            metadata = dict(observation.metadata or {})
+            by_name = {value.name: value.value for value in observation.values or []}
+            records.append(
+                TrialRecord(
+                    number=number,
+                    state="FAIL" if observation.failed else "COMPLETE",
+                    values=None if observation.failed else [by_name[name] for name in job.objectives.names],
+                    params=job.space.cast({**constants, **dict(observation.assignments)}),
+                    metrics={k: float(v) for k, v in metadata.items() if k not in ("duration_s", "error") and isinstance(v, (int, float))},
+                    duration_s=metadata.get("duration_s"),
+                )
+            )
+        return records
+
+    def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
+        settings = {"driver": "http"}
+        connection = self.connection(settings)
+        experiment = self._call(
+            settings,
+            lambda: connection.experiments().create(
+                name=f"hpsearch-conformance-{seed}",
+                type="offline",
+                parameters=native_parameters(space),
+                metrics=[{"name": "score", "objective": "maximize"}],
+                observation_budget=n,
+            ),
+        )
+        constants = single_values(space)
+        samples = []
+        for _ in range(n):
+            suggestion = connection.experiments(experiment.id).suggestions().create()
+            samples.append(space.cast({**constants, **dict(suggestion.assignments)}))
+            connection.experiments(experiment.id).observations().create(
+                suggestion=suggestion.id, values=[{"name": "score", "value": 0.0}]
+            )
+        return samples

@@ -1,0 +1,64 @@
+"""One conformance suite for every backend: drive its native sampler and check every value it yields.
+
+SigOpt samples through the real client against the stand-in server; W&B through W&B's own sweeps engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from hpsearch.backends import BACKENDS, get_backend
+from hpsearch.space import SearchSpace
+
+SPACE = SearchSpace.from_config(
+    {
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+        "offset": {"type": "float", "low": 0.05, "high": 0.25, "step": 0.1},
+        "ratio": {"type": "float", "low": -1.0, "high": 1.0},
+        "layers": {"type": "int", "low": 1, "high": 3},
+        "width": {"type": "int", "low": 8, "high": 512, "log": True},
+        "stride": {"type": "int", "low": 1, "high": 7, "step": 3},
+        "batch": {"type": "categorical", "choices": [16, 32]},
+        "scheduler": {"type": "categorical", "choices": ["linear", "cosine", None]},
+        "flag": {"type": "categorical", "choices": [True, False]},
+        "seed": {"type": "fixed", "value": 7},
+    }
+)
+N = 300
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def samples(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    if request.param == "sigopt":
+        request.getfixturevalue("sigopt_server")
+    return get_backend(request.param).sample(SPACE, N, seed=3)
+
+
+def test_every_value_is_typed_in_bounds_on_step_and_a_declared_choice(samples: list[dict[str, Any]]) -> None:
+    assert len(samples) == N
+    for sample in samples:
+        assert set(sample) == set(SPACE.names)
+        for param in SPACE:
+            assert param.admits(sample[param.name]), (param, sample[param.name])
+
+
+def test_closed_bounds_are_reached(samples: list[dict[str, Any]]) -> None:
+    assert {s["layers"] for s in samples} == {1, 2, 3}
+    assert {s["stride"] for s in samples} == {1, 4, 7}
+    assert {round(s["dropout"], 6) for s in samples} == {0.0, 0.1, 0.2, 0.3}
+    assert {round(s["offset"], 6) for s in samples} == {0.05, 0.15, 0.25}
+    assert {s["scheduler"] for s in samples} == {"linear", "cosine", None}
+    assert {s["flag"] for s in samples} == {True, False}
+
+
+def test_log_scale_spreads_over_decades(samples: list[dict[str, Any]]) -> None:
+    decades = Counter(math.floor(math.log10(s["lr"])) for s in samples)
+    assert set(decades) == {-5, -4, -3, -2}, decades  # every decade of [1e-5, 1e-1] is drawn
+    assert min(decades.values()) > N / 4 * 0.4  # roughly evenly: log-uniform, not uniform
+    widths = [s["width"] for s in samples]
+    assert sum(w < 64 for w in widths) > N / 4  # uniform on [8, 512] would put ~11% below 64

@@ -1,0 +1,75 @@
+"""Ray Tune backend on a real local Ray runtime (each search in its own process)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from hpsearch.backends.ray import domain
+from hpsearch.space import parse_param
+
+TO_RAY = [
+    ({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, tune.loguniform(1e-5, 1e-3)),
+    ({"type": "float", "low": 0.0, "high": 0.5}, tune.uniform(0.0, 0.5)),
+    ({"type": "float", "low": 0.0, "high": 0.3, "step": 0.1}, tune.quniform(0.0, 0.3, 0.1)),
+    ({"type": "float", "low": 0.05, "high": 0.25, "step": 0.1}, tune.choice([0.05, 0.15000000000000002, 0.25])),
+    ({"type": "int", "low": 1, "high": 3}, tune.randint(1, 4)),
+    ({"type": "int", "low": 8, "high": 64, "log": True}, tune.lograndint(8, 65)),
+    ({"type": "int", "low": 2, "high": 8, "step": 2}, tune.qrandint(2, 8, 2)),
+    ({"type": "int", "low": 1, "high": 7, "step": 3}, tune.choice([1, 4, 7])),
+    ({"type": "categorical", "choices": ["a", None]}, tune.choice(["a", None])),
+]
+
+
+def _describe(value: object) -> tuple:
+    """Ray domains do not compare by value; compare their class, bounds, sampler and quantisation."""
+    sampler = getattr(value, "sampler", None)
+    return (
+        type(value).__name__, getattr(value, "lower", None), getattr(value, "upper", None),
+        getattr(value, "categories", None), type(sampler).__name__, getattr(sampler, "q", None),
+        type(getattr(sampler, "sampler", None)).__name__,
+    )
+
+
+@pytest.mark.parametrize(("spec", "expected"), TO_RAY)
+def test_space_maps_to_exact_ray_domain(spec: dict, expected: object) -> None:
+    assert _describe(domain(parse_param("p", spec))) == _describe(expected)
+
+
+def test_fixed_maps_to_its_value() -> None:
+    assert domain(parse_param("p", {"type": "fixed", "value": 3})) == 3
+
+
+def test_smoke_search_on_a_local_ray_runtime(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli("experiment=smoke", "backend=ray", "n_trials=3", HOME=str(tmp_path / "home"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    assert [row["state"] for row in rows] == ["COMPLETE"] * 3
+    assert (tmp_path / "run" / "ray" / "smoke").is_dir()  # Ray's results live under the run directory
+    assert not (tmp_path / "home" / "ray_results").exists()
+    assert (tmp_path / "run" / "best.json").is_file()
+
+
+def test_asha_stops_weak_trials_early(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli(
+        "experiment=smoke", "backend=ray", "n_trials=4", "backend.scheduler=asha", "training.eval_strategy=steps",
+        "training.eval_steps=2", "++backend.scheduler_kwargs={max_t:8,grace_period:1,reduction_factor:2}",
+        "backend.resources_per_trial.cpu=2",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    states = [row["state"] for row in csv.DictReader((tmp_path / "run" / "trials.csv").open())]
+    assert len(states) == 4 and "PRUNED" in states and "COMPLETE" in states
+
+
+def test_scheduler_without_in_training_evaluation_is_rejected(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    done = cli("experiment=smoke", "backend=ray", "backend.scheduler=asha")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "hpsearch: error: backend.scheduler=asha: early stopping needs in-training evaluation; "
+        "set training.eval_strategy=steps and training.eval_steps=N"
+    )
