@@ -127,6 +127,9 @@ def run(cfg: DictConfig) -> SearchResult:
     )
     trainer.remove_callback(PrinterCallback)  # per-step log lines; the search shows its own progress
     trainer.listeners += [failures, progress]
+    tracker = _tracker(cfg, run_dir, objectives)
+    if tracker is not None:
+        trainer.listeners.append(tracker)
     job = SearchJob(
         trainer=trainer,
         space=space,
@@ -150,6 +153,9 @@ def run(cfg: DictConfig) -> SearchResult:
         gc.unfreeze()
         progress.close()
         result = write_results(run_dir, backend.records(job), space.names, objectives)
+    backend.finish(job, result)
+    if tracker is not None:
+        tracker.finish(result)
     if failures.exceeded:
         raise SearchAborted(
             f"max_failures: {failures.count} trials failed (max_failures={max_failures}); last error: "
@@ -157,6 +163,18 @@ def run(cfg: DictConfig) -> SearchResult:
         )
     _report(result, objectives, run_dir)
     return result
+
+
+def _tracker(cfg: DictConfig, run_dir: Path, objectives: Objectives) -> Any:
+    """``tracking=wandb`` logs trials as W&B runs; the W&B backend does so itself."""
+    tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
+    if tracking.get("name", "none") == "none" or cfg.backend.name == "wandb":
+        return None
+    if tracking["name"] != "wandb":
+        raise ConfigError(f"tracking: unknown tracking {tracking['name']!r}; choose none or wandb")
+    from hpsearch.tracking import WandbTracker
+
+    return WandbTracker(tracking, str(cfg.study_name), str(cfg.backend.name), objectives, run_dir)
 
 
 def _storage_url(cfg: DictConfig, run_dir: Path) -> str:

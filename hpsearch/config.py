@@ -36,7 +36,7 @@ def check_group_choices(overrides: Sequence[str]) -> None:
     """Name the key and the valid options for a mistyped ``group=option`` before Hydra composes."""
     for override in overrides:
         key, equals, value = override.lstrip("+").partition("=")
-        if not equals or not (config_dir() / key).is_dir() or value in ("null", ""):
+        if not equals or not (config_dir() / key).is_dir() or value in ("null", "") or value[0] in "{[":
             continue
         options = group_options(key)
         if value not in options:

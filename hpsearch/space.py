@@ -62,6 +62,11 @@ class FloatParam:
                     f"high - low must be a multiple of step (low={self.low}, high={self.high}, step={self.step})",
                 )
 
+    def values(self) -> list[float]:
+        """The stepped values low, low + step, ..., high."""
+        assert self.step is not None
+        return [self.low + k * self.step for k in range(round((self.high - self.low) / self.step) + 1)]
+
     def cast(self, value: Any) -> float:
         return float(value)
 
@@ -104,6 +109,10 @@ class IntParam:
                 self.name,
                 f"high - low must be a multiple of step (low={self.low}, high={self.high}, step={self.step})",
             )
+
+    def values(self) -> list[int]:
+        """The stepped values low, low + step, ..., high."""
+        return list(range(self.low, self.high + 1, self.step))
 
     def cast(self, value: Any) -> int:
         number = float(value)
@@ -233,6 +242,18 @@ class SearchSpace:
         if missing:
             raise SearchSpaceError(f"space: backend returned no value for {missing}")
         return {param.name: param.cast(values.get(param.name)) for param in self.params}
+
+    def grid(self, key: str) -> dict[str, list[Any]]:
+        """Every value of every tunable parameter, both ends included; ``key`` names the option needing it."""
+        points: dict[str, list[Any]] = {}
+        for param in self.tunable:
+            if isinstance(param, CategoricalParam):
+                points[param.name] = list(param.choices)
+            elif (isinstance(param, IntParam) and not param.log) or (isinstance(param, FloatParam) and param.step):
+                points[param.name] = param.values()
+            else:
+                raise SearchSpaceError(f"{key}: space.{param.name} has no finite grid; give it a step or make it categorical")
+        return points
 
     def representative(self) -> dict[str, Any]:
         """One valid value per parameter (low bound, first choice), to build a model before any trial."""

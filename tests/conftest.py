@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from hpsearch.config import config_dir
 from standins.sigopt_server import SigOptStandIn
+from standins.wandb_server import WandbStandIn
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -62,3 +63,14 @@ def sigopt_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SigOptStandIn]:
         monkeypatch.setenv("SIGOPT_API_URL", server.url)
         monkeypatch.setenv("SIGOPT_API_TOKEN", server.token)
         yield server
+
+
+@pytest.fixture
+def wandb_server() -> Iterator[WandbStandIn]:
+    with WandbStandIn() as server:
+        yield server
+
+
+def wandb_env(server: WandbStandIn) -> dict[str, str]:
+    """Point the real wandb client at the stand-in; runs are written offline."""
+    return {"WANDB_BASE_URL": server.url, "WANDB_API_KEY": server.api_key, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}

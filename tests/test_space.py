@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpsearch.backends.optuna import distribution, grid, suggest
+from hpsearch.backends.optuna import distribution, suggest
 from hpsearch.errors import ConfigError, SearchSpaceError
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, SearchSpace, parse_param
 
@@ -106,11 +106,11 @@ def test_grid_enumerates_closed_ranges_and_rejects_continuous() -> None:
             "c": {"type": "categorical", "choices": ["a", "b"]},
         }
     )
-    points = grid(space)
+    points = space.grid("backend.sampler=grid")
     assert points["n"] == [1, 3, 5] and points["c"] == ["a", "b"]
     assert points["d"] == pytest.approx([0.0, 0.1, 0.2])
-    with pytest.raises(ConfigError, match="space.lr has no finite grid"):
-        grid(SearchSpace.from_config({"lr": {"type": "float", "low": 0.1, "high": 1.0}}))
+    with pytest.raises(ConfigError, match="backend.sampler=grid: space.lr has no finite grid"):
+        SearchSpace.from_config({"lr": {"type": "float", "low": 0.1, "high": 1.0}}).grid("backend.sampler=grid")
 
 
 @pytest.mark.parametrize(

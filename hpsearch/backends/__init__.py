@@ -11,6 +11,7 @@ BACKENDS: dict[str, str] = {
     "optuna": "hpsearch.backends.optuna:OptunaBackend",
     "ray": "hpsearch.backends.ray:RayBackend",
     "sigopt": "hpsearch.backends.sigopt:SigOptBackend",
+    "wandb": "hpsearch.backends.wandb:WandbBackend",
 }
 
 

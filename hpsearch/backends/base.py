@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hpsearch.errors import MissingPackageError
 from hpsearch.objective import Objectives
 from hpsearch.progress import SearchProgress
-from hpsearch.results import TrialOutcome, TrialRecord
+from hpsearch.results import SearchResult, TrialOutcome, TrialRecord
 from hpsearch.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -81,6 +81,9 @@ class Backend(ABC):
     @abstractmethod
     def records(self, job: SearchJob) -> list[TrialRecord]:
         """Every trial of the study, read back from the backend's own store."""
+
+    def finish(self, job: SearchJob, result: SearchResult) -> None:
+        """After the results are written: e.g. tag the best trial's run in the backend's own store."""
 
     @abstractmethod
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:

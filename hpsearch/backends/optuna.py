@@ -77,24 +77,6 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     return values
 
 
-def grid(space: SearchSpace) -> dict[str, list[Any]]:
-    """Every value of every tunable parameter, for ``GridSampler``."""
-    points: dict[str, list[Any]] = {}
-    for param in space.tunable:
-        if isinstance(param, CategoricalParam):
-            points[param.name] = list(param.choices)
-        elif isinstance(param, IntParam) and not param.log:
-            points[param.name] = list(range(param.low, param.high + 1, param.step))
-        elif isinstance(param, FloatParam) and param.step is not None:
-            count = round((param.high - param.low) / param.step)
-            points[param.name] = [param.low + k * param.step for k in range(count + 1)]
-        else:
-            raise ConfigError(
-                f"backend.sampler=grid: space.{param.name} has no finite grid; give it a step or make it categorical"
-            )
-    return points
-
-
 def make_sampler(name: str, options: Mapping[str, Any], space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     import optuna
 
@@ -102,7 +84,7 @@ def make_sampler(name: str, options: Mapping[str, Any], space: SearchSpace, seed
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, **options),
-        "grid": lambda: optuna.samplers.GridSampler(grid(space), seed=seed, **options),
+        "grid": lambda: optuna.samplers.GridSampler(space.grid("backend.sampler=grid"), seed=seed, **options),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **options),
     }
     return factories[name]()

@@ -63,7 +63,7 @@ def domain(param: Param) -> Any:
             return tune.uniform(param.low, param.high)
         if _is_multiple(param.low, param.step):
             return tune.quniform(param.low, param.high, param.step)
-        return tune.choice([param.low + k * param.step for k in range(round((param.high - param.low) / param.step) + 1)])
+        return tune.choice(param.values())
     assert isinstance(param, IntParam)
     if param.log:
         return tune.lograndint(param.low, param.high + 1)
@@ -71,7 +71,7 @@ def domain(param: Param) -> Any:
         return tune.randint(param.low, param.high + 1)
     if param.low % param.step == 0:
         return tune.qrandint(param.low, param.high, param.step)
-    return tune.choice(list(range(param.low, param.high + 1, param.step)))
+    return tune.choice(param.values())
 
 
 def param_space(space: SearchSpace) -> dict[str, Any]:

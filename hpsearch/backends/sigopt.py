@@ -44,10 +44,6 @@ from hpsearch.space import CategoricalParam, FixedParam, FloatParam, Param, Sear
 TOKEN_ENV = "SIGOPT_API_TOKEN"
 
 
-def _grid(low: float, high: float, step: float) -> list[float]:
-    return [low + k * step for k in range(round((high - low) / step) + 1)]
-
-
 def native_parameter(param: Param) -> dict[str, Any] | None:
     """The SigOpt parameter definition of a neutral parameter; None when it has a single value."""
     if isinstance(param, FixedParam):
@@ -61,7 +57,7 @@ def native_parameter(param: Param) -> dict[str, Any] | None:
     kind = "double" if isinstance(param, FloatParam) else "int"
     stepped = param.step is not None if isinstance(param, FloatParam) else param.step > 1
     if stepped:
-        return {"name": param.name, "type": kind, "grid": _grid(param.low, param.high, param.step)}
+        return {"name": param.name, "type": kind, "grid": param.values()}
     native: dict[str, Any] = {"name": param.name, "type": kind, "bounds": {"min": param.low, "max": param.high}}
     if param.log:
         native["transformation"] = "log"

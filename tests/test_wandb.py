@@ -1,0 +1,131 @@
+"""W&B: the real wandb client against a local stand-in of W&B's GraphQL API, runs written offline
+and read back from their run files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import wandb_env
+from hpsearch.backends.wandb import sweep_parameter
+from hpsearch.space import parse_param
+from hpsearch.wandb_files import RunFile, read_runs
+from standins.wandb_server import WandbStandIn
+
+TO_SWEEP = [
+    ({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3}),
+    ({"type": "float", "low": 0.0, "high": 0.5}, {"distribution": "uniform", "min": 0.0, "max": 0.5}),
+    ({"type": "float", "low": 0.0, "high": 0.3, "step": 0.1}, {"distribution": "q_uniform", "min": 0.0, "max": 0.3, "q": 0.1}),
+    ({"type": "float", "low": 0.05, "high": 0.25, "step": 0.1}, {"values": [0.05, 0.15000000000000002, 0.25]}),
+    ({"type": "int", "low": 1, "high": 3}, {"distribution": "int_uniform", "min": 1, "max": 3}),
+    ({"type": "int", "low": 8, "high": 64, "log": True}, {"distribution": "q_log_uniform_values", "min": 8, "max": 64, "q": 1}),
+    ({"type": "int", "low": 1, "high": 7, "step": 3}, {"values": [1, 4, 7]}),
+    ({"type": "categorical", "choices": [16, "a", None]}, {"values": [16, "a", None]}),
+    ({"type": "fixed", "value": 3}, {"value": 3}),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), TO_SWEEP)
+def test_space_maps_to_exact_sweep_parameter(spec: dict, expected: dict) -> None:
+    assert sweep_parameter(parse_param("p", spec)) == expected
+
+
+def _trial_runs(folder: Path) -> list[RunFile]:
+    return [run for run in read_runs(folder) if run.summary.get("hpsearch/state")]
+
+
+def _tags(folder: Path) -> dict[str, list[str]]:
+    """Each run id's tags after every resume (the last file written for an id wins)."""
+    tags: dict[str, list[str]] = {}
+    for run in read_runs(folder):
+        tags[run.run_id] = run.tags
+    return tags
+
+
+def test_sweep_runs_one_wandb_run_per_trial_and_reads_results_back(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
+) -> None:
+    done = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=3", **wandb_env(wandb_server))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    (sweep_name, sweep), = wandb_server.sweeps.items()
+    assert sweep["config"]["metric"] == {"name": "eval_accuracy", "goal": "maximize"}  # the custom objective, not eval/loss
+    assert sweep["config"]["parameters"]["learning_rate"] == {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}
+    assert wandb_server.operations.count("Heartbeat") == 3
+
+    runs = _trial_runs(tmp_path / "run" / "wandb")
+    assert len(runs) == 3 and len({run.run_id for run in runs}) == 3  # exactly one run per trial
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    for run, row in zip(runs, rows):
+        assert (run.group, run.job_type, run.sweep_id) == ("smoke", "trial", sweep_name)
+        assert set(run.config) == {"learning_rate", "per_device_train_batch_size", "hidden_dropout_prob"}
+        assert run.config["learning_rate"] == float(row["learning_rate"])
+        assert run.summary["eval_accuracy"] == {"max": float(row["objective"])}  # define_metric summary
+        assert run.history[-1]["eval_accuracy"] == float(row["objective"])
+        assert "assignments" not in run.config and "metric" not in run.config
+
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    best_run = runs[best["trial"]].run_id
+    assert _tags(tmp_path / "run" / "wandb")[best_run] == ["best", "smoke"]
+
+
+def test_rerun_joins_the_same_sweep(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
+) -> None:
+    env = {**wandb_env(wandb_server), "WANDB_DIR": str(tmp_path / "wandb-files")}
+    assert cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=2", **env).returncode == 0
+    again = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=3", **env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(wandb_server.sweeps) == 1 and wandb_server.operations.count("Heartbeat") == 3
+    assert len(list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))) == 3
+
+
+def test_grid_sweep_stops_when_the_grid_is_exhausted(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
+) -> None:
+    done = cli(
+        "experiment=smoke", "backend=wandb", "backend.method=grid", "n_trials=10",
+        "~space", "+space={per_device_train_batch_size:{type:categorical,choices:[16,32]}}", **wandb_env(wandb_server),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    assert sorted(row["per_device_train_batch_size"] for row in rows) == ["16", "32"]
+
+
+def test_tracking_logs_optuna_trials_as_runs_and_tags_the_best(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
+) -> None:
+    done = cli("experiment=smoke", "tracking=wandb", "n_trials=3", **wandb_env(wandb_server))
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = _trial_runs(tmp_path / "run" / "wandb")
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert len(runs) == 3
+    assert {(run.group, run.job_type) for run in runs} == {("smoke", "trial")}
+    best_runs = [run for run in runs if run.config == best["hyperparameters"]]
+    assert len(best_runs) == 1
+    assert _tags(tmp_path / "run" / "wandb")[best_runs[0].run_id] == ["best", "optuna"]
+    assert wandb_server.operations == []  # offline tracking never calls the server
+
+
+def test_unreachable_server_fails_within_seconds(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    started = time.monotonic()
+    done = cli("experiment=smoke", "backend=wandb", WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="k" * 40)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "hpsearch: error: backend=wandb: cannot use the W&B API at http://127.0.0.1:9"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_several_objectives_are_rejected(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    done = cli("experiment=smoke", "backend=wandb",
+               "objective.objectives=[{metric:eval_accuracy,direction:maximize},{metric:eval_loss,direction:minimize}]")
+    assert done.returncode == 2
+    assert "backend=wandb: a W&B sweep optimises a single metric" in done.stderr
