@@ -96,6 +96,7 @@ def run(cfg: DictConfig) -> SearchResult:
     settings = OmegaConf.to_container(cfg.backend, resolve=True)
     training = OmegaConf.to_container(cfg.training, resolve=True)
     backend.validate(settings, objectives, training)
+    tracker = _tracker(cfg, run_dir, objectives)
 
     _quiet_libraries()
     from transformers import DataCollatorWithPadding, PrinterCallback
@@ -127,7 +128,6 @@ def run(cfg: DictConfig) -> SearchResult:
     )
     trainer.remove_callback(PrinterCallback)  # per-step log lines; the search shows its own progress
     trainer.listeners += [failures, progress]
-    tracker = _tracker(cfg, run_dir, objectives)
     if tracker is not None:
         trainer.listeners.append(tracker)
     job = SearchJob(

@@ -80,16 +80,25 @@ def test_unreadable_data_file(cli: Callable[..., subprocess.CompletedProcess[str
     assert "Traceback" not in done.stderr
 
 
-def test_missing_optional_package_gives_install_hint(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    shadow = tmp_path / "shadow" / "cmaes"
+MISSING = [
+    (["backend.sampler=cmaes"], "cmaes", "backend.sampler=cmaes needs the package 'cmaes', which is not installed; fix: pip install 'hpsearch[cmaes]'"),
+    (["backend=ray"], "ray", "backend=ray needs the package 'ray[tune]', which is not installed; fix: pip install 'hpsearch[ray]'"),
+    (["backend=wandb"], "wandb", "backend=wandb needs the package 'wandb', which is not installed; fix: pip install 'hpsearch[wandb]'"),
+    (["backend=sigopt"], "sigopt", "backend=sigopt needs the package 'sigopt', which is not installed; fix: pip install 'hpsearch[sigopt]'"),
+    (["tracking=wandb"], "wandb", "tracking=wandb needs the package 'wandb', which is not installed; fix: pip install 'hpsearch[wandb]'"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "module", "message"), MISSING, ids=[m[0][0] for m in MISSING])
+def test_missing_optional_package_gives_install_hint(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, overrides: list[str], module: str, message: str
+) -> None:
+    shadow = tmp_path / "shadow" / module  # an import of it fails as if it were not installed
     shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'cmaes'\", name='cmaes')\n")
-    done = cli(*SMOKE, "backend.sampler=cmaes", PYTHONPATH=f"{shadow.parent}:{cli_env()['PYTHONPATH']}")
+    (shadow / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n")
+    done = cli(*SMOKE, *overrides, PYTHONPATH=f"{shadow.parent}:{cli_env()['PYTHONPATH']}", SIGOPT_API_TOKEN="t")
     assert done.returncode == 2
-    assert done.stderr.strip() == (
-        "hpsearch: error: backend.sampler=cmaes needs the package 'cmaes', which is not installed; "
-        "fix: pip install 'hpsearch[cmaes]'"
-    )
+    assert done.stderr.strip() == f"hpsearch: error: {message}"
 
 
 def _finished(db: Path) -> int:

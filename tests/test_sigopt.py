@@ -91,3 +91,14 @@ def test_missing_token_is_a_config_error(cli: Callable[..., subprocess.Completed
     done = cli("experiment=smoke", "backend=sigopt", SIGOPT_API_TOKEN="")
     assert done.returncode == 2
     assert "set the SIGOPT_API_TOKEN environment variable" in done.stderr
+
+
+def test_sigoptlite_driver_runs_in_memory(make_config: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch) -> None:
+    """SigOpt's own in-memory optimizer; optional, since it pins an old numpy (install it with --no-deps)."""
+    pytest.importorskip("sigoptlite")
+    monkeypatch.delenv("SIGOPT_API_TOKEN", raising=False)
+    result = run(make_config("experiment=smoke", "backend=sigopt", "backend.driver=lite", "n_trials=3"))
+    assert [t.state for t in result.trials] == ["COMPLETE"] * 3
+    for trial in result.trials:
+        assert trial.params["per_device_train_batch_size"] in (16, 32)
+        assert 1e-4 <= trial.params["learning_rate"] <= 1e-2

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob
+from hpsearch.backends.base import Backend, SearchJob, require
 from hpsearch.errors import BackendUnavailableError, ConfigError, first_line, root_cause
 from hpsearch.objective import Objectives
 from hpsearch.results import TrialRecord
@@ -89,16 +89,25 @@ class SigOptBackend(Backend):
         if settings.get("driver", "http") not in ("http", "lite"):
             raise ConfigError(f"backend.driver: must be http or lite (got {settings.get('driver')!r})")
 
+    def __init__(self) -> None:
+        self._connection: Any = None
+        self._lite_experiment: str | None = None
+
     def connection(self, settings: Mapping[str, Any]) -> Any:
+        """One connection per backend: sigoptlite keeps its experiments inside it."""
+        if self._connection is not None:
+            return self._connection
         sigopt = self.require("sigopt")
         if settings.get("driver") == "lite":
-            self.require("sigoptlite")
-            return sigopt.Connection(driver="lite")
+            require("sigoptlite", "backend.driver=lite", "sigoptlite")
+            self._connection = sigopt.Connection(driver="lite")
+            return self._connection
         connection = sigopt.Connection(client_token=os.environ.get(TOKEN_ENV))
         if settings.get("api_url"):
             connection.set_api_url(settings["api_url"])
         connection.set_verify_ssl_certs(bool(settings.get("verify_ssl", True)))
         connection.set_timeout(float(settings.get("timeout_s", 30)))
+        self._connection = connection
         return connection
 
     def _call(self, settings: Mapping[str, Any], request: Any) -> Any:
@@ -126,6 +135,8 @@ class SigOptBackend(Backend):
     def _experiment_id(self, job: SearchJob) -> str | None:
         if job.settings.get("experiment_id"):
             return str(job.settings["experiment_id"])
+        if job.settings.get("driver") == "lite":  # in-memory: nothing outlives the process
+            return self._lite_experiment
         path = self._state_file(job)
         return json.loads(path.read_text())["experiment_id"] if path.is_file() else None
 
@@ -139,11 +150,13 @@ class SigOptBackend(Backend):
                 metrics=[{"name": o.metric, "objective": o.direction} for o in job.objectives.items],
                 observation_budget=job.n_trials,
                 parallel_bandwidth=1,
-                metadata={"created_by": "hpsearch"},
             ),
         )
-        job.state_dir.mkdir(parents=True, exist_ok=True)
-        self._state_file(job).write_text(json.dumps({"experiment_id": experiment.id}))
+        if job.settings.get("driver") == "lite":
+            self._lite_experiment = str(experiment.id)
+        else:
+            job.state_dir.mkdir(parents=True, exist_ok=True)
+            self._state_file(job).write_text(json.dumps({"experiment_id": experiment.id}))
         return str(experiment.id)
 
     def _observations(self, connection: Any, job: SearchJob, experiment_id: str) -> list[Any]:
@@ -152,11 +165,13 @@ class SigOptBackend(Backend):
 
     def search(self, job: SearchJob) -> None:
         connection = self.connection(job.settings)
-        experiment_id = self._experiment_id(job) or self._create_experiment(connection, job)
+        joined = self._experiment_id(job)
+        experiment_id = joined or self._create_experiment(connection, job)
         experiment = connection.experiments(experiment_id)
+        if joined:  # close suggestions a crashed run left open
+            self._call(job.settings, lambda: experiment.suggestions().delete(state="open"))
         finished = sum(not o.failed for o in self._observations(connection, job, experiment_id))
         job.progress.start(finished)
-        self._call(job.settings, lambda: experiment.suggestions().delete(state="open"))  # left by a crash
         constants = single_values(job.space)
         while finished < job.n_trials and not job.failures.exceeded:
             suggestion = self._call(job.settings, lambda: experiment.suggestions().create())
@@ -164,12 +179,14 @@ class SigOptBackend(Backend):
             outcome = job.trainer.run_trial(params)
             metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s, 3)}
             if outcome.state == "COMPLETE":
-                values = [{"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.values)]
-                self._call(job.settings, lambda: experiment.observations().create(suggestion=suggestion.id, values=values, metadata=metadata))
+                report = {"values": [{"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.values)]}
                 finished += 1
             else:
+                report = {"failed": True}
                 metadata["error"] = (outcome.error or "")[:400]
-                self._call(job.settings, lambda: experiment.observations().create(suggestion=suggestion.id, failed=True, metadata=metadata))
+            if job.settings.get("driver") != "lite":  # sigoptlite has no observation metadata
+                report["metadata"] = metadata
+            self._call(job.settings, lambda: experiment.observations().create(suggestion=suggestion.id, **report))
 
     def records(self, job: SearchJob) -> list[TrialRecord]:
         experiment_id = self._experiment_id(job)
@@ -194,7 +211,7 @@ class SigOptBackend(Backend):
         return records
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
-        settings = {"driver": "http"}
+        settings: dict[str, Any] = {"driver": "http"}
         connection = self.connection(settings)
         experiment = self._call(
             settings,
