@@ -152,7 +152,9 @@ def run(cfg: DictConfig) -> SearchResult:
     finally:
         gc.unfreeze()
         progress.close()
-        result = write_results(run_dir, backend.records(job), space.names, objectives)
+        records = backend.records(job)
+        front = backend.pareto_numbers(job) if objectives.is_multi else None
+        result = write_results(run_dir, records, space.names, objectives, front)
     backend.finish(job, result)
     if tracker is not None:
         tracker.finish(result)

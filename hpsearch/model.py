@@ -38,7 +38,7 @@ def pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
     """A lower-cased character-level WordPiece tokenizer built locally, for tests and smoke runs."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     characters = string.ascii_lowercase + string.digits + string.punctuation
     vocab_list = SPECIAL_TOKENS + list(characters) + [f"##{c}" for c in characters]
@@ -46,7 +46,14 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    return _bert_tokenizer(backend)
+
+
+def _bert_tokenizer(backend: Any) -> PreTrainedTokenizerFast:
+    """Wrap a ``tokenizers`` WordPiece model with BERT's [CLS] ... [SEP] template."""
+    from tokenizers import processors
+
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
@@ -58,6 +65,21 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
+
+
+def wordpiece_tokenizer(corpus: str, text_column: str = "text", vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+    """A lower-cased WordPiece tokenizer trained locally on a csv corpus's text column (no labels are read)."""
+    import pandas as pd
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    texts = pd.read_csv(resolve_location(corpus, "model.tokenizer.corpus"), usecols=[text_column])[text_column]
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.train_from_iterator(
+        texts.astype(str), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    )
+    return _bert_tokenizer(backend)
 
 
 def pretrained_classifier(

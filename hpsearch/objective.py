@@ -3,8 +3,9 @@
 Config form (``conf/objective/*.yaml``)::
 
     metrics: [accuracy, f1]          # computed on the eval split
-    objectives:
+    objectives:                      # one entry, or several for a Pareto search
       - {metric: eval_accuracy, direction: maximize}
+      - {metric: model_num_parameters, direction: minimize}   # or model_latency_ms
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"accuracy": accuracy, "f1": macro_f1}
+# Measured on the trained model rather than on predictions, for accuracy-vs-cost searches.
+MODEL_METRICS = ("model_num_parameters", "model_latency_ms")
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,12 @@ class Objectives:
 
     @property
     def available(self) -> list[str]:
-        """Every metric name evaluation returns, known before any training."""
-        return ["eval_loss", *(f"eval_{name}" for name in self.metrics)]
+        """Every metric name a trial reports, known before any training."""
+        return ["eval_loss", *(f"eval_{name}" for name in self.metrics), *MODEL_METRICS]
+
+    @property
+    def model_metrics(self) -> list[str]:
+        return [name for name in self.names if name in MODEL_METRICS]
 
     def check_reachable(self) -> None:
         for index, item in enumerate(self.items):
@@ -130,4 +137,4 @@ class Objectives:
 
 
 def _eval_name(metric: str) -> str:
-    return metric if metric.startswith("eval_") else f"eval_{metric}"
+    return metric if metric.startswith("eval_") or metric in MODEL_METRICS else f"eval_{metric}"

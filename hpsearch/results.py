@@ -19,6 +19,7 @@ TRIALS_CSV = "trials.csv"
 BEST_JSON = "best.json"
 BEST_YAML = "best_hyperparameters.yaml"
 PARETO_JSON = "pareto.json"
+PARETO_PNG = "pareto.png"
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,21 @@ def _summary(trial: TrialRecord, objectives: Objectives) -> dict[str, Any]:
 
 
 def write_results(
-    run_dir: Path, trials: Sequence[TrialRecord], param_names: list[str], objectives: Objectives
+    run_dir: Path,
+    trials: Sequence[TrialRecord],
+    param_names: list[str],
+    objectives: Objectives,
+    pareto_numbers: Sequence[int] | None = None,
 ) -> SearchResult:
-    """Write trials.csv always; best.json and the best YAML (single objective) or pareto.json (several)."""
+    """Write trials.csv always; best.json and the best YAML (single objective) or pareto.json and
+    pareto.png (several). ``pareto_numbers`` is the front as the backend itself reports it, if it does."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_trials_csv(run_dir / TRIALS_CSV, trials, param_names, objectives)
     if objectives.is_multi:
-        front = pareto_front(trials, objectives.directions)
+        if pareto_numbers is None:
+            front = pareto_front(trials, objectives.directions)
+        else:
+            front = [t for t in trials if t.number in set(pareto_numbers)]
         (run_dir / PARETO_JSON).write_text(
             json.dumps(
                 [
@@ -123,6 +132,7 @@ def write_results(
                 indent=2,
             )
         )
+        plot_pareto(run_dir / PARETO_PNG, trials, front, objectives)
         return SearchResult(list(trials), None, front)
     best = best_trial(trials, objectives)
     if best is not None:
@@ -145,3 +155,29 @@ def read_best_yaml(path: Path) -> dict[str, Any]:
         return dict(content["hyperparameters"])
     except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
         raise ConfigError(f"rerun: cannot read hyperparameters from {str(path)!r} ({error}); fix the path") from None
+
+
+def plot_pareto(path: Path, trials: Sequence[TrialRecord], front: Sequence[TrialRecord], objectives: Objectives) -> None:
+    """Completed trials on the first two objectives, the Pareto front highlighted and joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    complete = [t for t in trials if t.is_complete]
+    (x_name, y_name), (x_dir, y_dir) = objectives.names[:2], objectives.directions[:2]
+    figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    axes.scatter([t.values[0] for t in complete], [t.values[1] for t in complete], c="#9aa5b1", label="trials", zorder=2)
+    ordered = sorted(front, key=lambda t: t.values[0])
+    axes.plot([t.values[0] for t in ordered], [t.values[1] for t in ordered], "-o", c="#d1495b", label="Pareto front", zorder=3)
+    for trial in ordered:
+        axes.annotate(str(trial.number), (trial.values[0], trial.values[1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    arrow = {"maximize": "higher is better", "minimize": "lower is better"}
+    axes.set_xlabel(f"{x_name} ({arrow[x_dir]})")
+    axes.set_ylabel(f"{y_name} ({arrow[y_dir]})")
+    axes.set_title(f"{len(front)} Pareto-optimal of {len(complete)} completed trials")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from transformers import Trainer, TrainingArguments
 
 from hpsearch.errors import first_line, ConfigError, HPSearchError, TrialFailed
@@ -21,6 +23,7 @@ from hpsearch.objective import Objectives
 from hpsearch.results import TrialOutcome
 from hpsearch.space import SearchSpace
 
+LATENCY_REPEATS = 5
 TRAINING_ARGUMENT_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainingArguments))
 
 
@@ -83,6 +86,7 @@ class SearchTrainer(Trainer):
         self.create_accelerator_and_postprocess()
 
     def _report_to_hp_search(self, trial: Any, step: int, metrics: dict[str, float]) -> None:
+        metrics = {**metrics, **self._model_metrics()}
         self._latest_metrics = dict(metrics)
         self.objectives.values(metrics)  # a missing metric is a config error, not a failed trial
         if self.intermediate_reporter is not None:
@@ -100,7 +104,8 @@ class SearchTrainer(Trainer):
         self._current_params = {}
         try:
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
-            metrics = self._latest_metrics or self.evaluate()
+            metrics = dict(self._latest_metrics or self.evaluate())
+            metrics.update(self._model_metrics())
             values = self.objectives.values(metrics)
             if any(math.isnan(value) for value in values):
                 raise TrialFailed(f"objective is NaN ({dict(zip(self.objectives.names, values))})")
@@ -119,6 +124,26 @@ class SearchTrainer(Trainer):
         self.objective = values if self.objectives.is_multi else values[0]
         self._notify(trial, "COMPLETE", started, values=values, metrics=metrics)
         return output
+
+    def _model_metrics(self) -> dict[str, float]:
+        """Parameter count and median forward latency on one eval batch, when an objective asks for them."""
+        wanted = self.objectives.model_metrics
+        if not wanted:
+            return {}
+        model = self.accelerator.unwrap_model(self.model)
+        measured = {"model_num_parameters": float(sum(p.numel() for p in model.parameters()))}
+        if "model_latency_ms" in wanted:
+            batch = self._prepare_inputs(next(iter(self.get_eval_dataloader())))
+            batch.pop("labels", None)
+            model.eval()
+            timings = []
+            with torch.inference_mode():
+                for _ in range(LATENCY_REPEATS + 1):  # the first pass warms up
+                    started = time.perf_counter()
+                    model(**batch)
+                    timings.append((time.perf_counter() - started) * 1000)
+            measured["model_latency_ms"] = float(statistics.median(timings[1:]))
+        return measured
 
     def run_trial(self, params: Mapping[str, Any]) -> TrialOutcome:
         """Train one trial from typed values; a failed trial comes back as a FAIL outcome."""

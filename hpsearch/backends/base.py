@@ -82,6 +82,10 @@ class Backend(ABC):
     def records(self, job: SearchJob) -> list[TrialRecord]:
         """Every trial of the study, read back from the backend's own store."""
 
+    def pareto_numbers(self, job: SearchJob) -> list[int] | None:
+        """The Pareto front's trial numbers as the backend reports it; None: hpsearch computes it."""
+        return None
+
     def finish(self, job: SearchJob, result: SearchResult) -> None:
         """After the results are written: e.g. tag the best trial's run in the backend's own store."""
 

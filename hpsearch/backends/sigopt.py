@@ -92,6 +92,7 @@ class SigOptBackend(Backend):
     def __init__(self) -> None:
         self._connection: Any = None
         self._lite_experiment: str | None = None
+        self._observation_numbers: dict[str, int] = {}
 
     def connection(self, settings: Mapping[str, Any]) -> Any:
         """One connection per backend: sigoptlite keeps its experiments inside it."""
@@ -195,7 +196,9 @@ class SigOptBackend(Backend):
         connection = self.connection(job.settings)
         constants = single_values(job.space)
         records = []
-        for number, observation in enumerate(self._observations(connection, job, experiment_id)):
+        observations = self._observations(connection, job, experiment_id)
+        self._observation_numbers = {str(observation.id): number for number, observation in enumerate(observations)}
+        for number, observation in enumerate(observations):
             metadata = dict(observation.metadata or {})
             by_name = {value.name: value.value for value in observation.values or []}
             records.append(
@@ -209,6 +212,14 @@ class SigOptBackend(Backend):
                 )
             )
         return records
+
+    def pareto_numbers(self, job: SearchJob) -> list[int] | None:
+        """A multi-metric experiment's best_assignments are its Pareto frontier."""
+        experiment_id = self._experiment_id(job)
+        if experiment_id is None or job.settings.get("driver") == "lite":
+            return None
+        best = self._call(job.settings, lambda: list(self.connection(job.settings).experiments(experiment_id).best_assignments().fetch().iterate_pages()))
+        return sorted(self._observation_numbers[str(entry.id)] for entry in best if str(entry.id) in self._observation_numbers)
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         settings: dict[str, Any] = {"driver": "http"}
