@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -29,7 +31,16 @@ def _task(cfg: DictConfig) -> None:
         _fail("interrupted; the study is saved, rerun the same command to resume it", 130)
 
 
+def _follower_overrides() -> list[str]:
+    """Under torchrun only rank zero writes a run directory and logs; the others write nothing."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        return []
+    scratch = tempfile.mkdtemp(prefix=f"hpsearch-rank{os.environ['RANK']}-")
+    return [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
 def main() -> None:
+    sys.argv += _follower_overrides()
     try:
         check_group_choices(sys.argv[1:])
         check_composes(sys.argv[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import warnings
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from hpsearch.backends import get_backend
 from hpsearch.backends.base import FailureBudget, SearchJob
 from hpsearch.config import save_resolved
+from hpsearch.distributed import CollectiveTimeout, Coordinator, world_size
 from hpsearch.errors import ConfigError, HPSearchError, first_line
 from hpsearch.objective import Objectives
 from hpsearch.progress import SearchProgress
@@ -84,8 +86,12 @@ def search_space(cfg: DictConfig) -> SearchSpace:
     return space
 
 
-def run(cfg: DictConfig) -> SearchResult:
-    """Validate the config, load model and data once, run the search, write the results."""
+def run(cfg: DictConfig) -> SearchResult | None:
+    """Validate the config, load model and data once, run the search, write the results.
+
+    Under torchrun every rank calls this; rank zero runs the search and returns its result, the other
+    ranks follow rank zero's decisions and return None.
+    """
     n_trials = 1 if cfg.get("rerun") else _positive_int(cfg, "n_trials", 1)
     seed = _positive_int(cfg, "seed", 0)
     max_failures = _positive_int(cfg, "max_failures", 0)
@@ -96,40 +102,19 @@ def run(cfg: DictConfig) -> SearchResult:
     settings = OmegaConf.to_container(cfg.backend, resolve=True)
     training = OmegaConf.to_container(cfg.training, resolve=True)
     backend.validate(settings, objectives, training)
-    tracker = _tracker(cfg, run_dir, objectives)
-
-    _quiet_libraries()
-    from transformers import DataCollatorWithPadding, PrinterCallback
-
-    from hpsearch.data import load_data
-    from hpsearch.model import ModelInit
-    from hpsearch.trainer import SearchTrainer, check_space_routing
-
-    args = _training_arguments(training, run_dir, seed)
-    target = _instantiate(cfg.model.model_init, "model.model_init", _partial_=True)
-    tokenizer = _instantiate(cfg.model.tokenizer, "model.tokenizer")
-    probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": tokenizer})
-    check_space_routing(space, probe)  # before loading data: a misrouted parameter is a config error
-    data = load_data(cfg.data, tokenizer, seed)
-    model_init = ModelInit.build(target, {**data.model_context, "tokenizer": tokenizer})
+    coordinator = _coordinator(backend.name, training)
+    leader = coordinator is None or coordinator.is_leader
+    tracker = _tracker(cfg, run_dir, objectives) if leader else None
+    trainer = _build_trainer(cfg, training, space, objectives, run_dir, seed)
+    trainer.coordinator = coordinator
+    if not leader:
+        _follow(trainer, coordinator)
+        return None
 
     save_resolved(cfg, run_dir / "config.yaml")
     progress = SearchProgress(n_trials, objectives, enabled=cfg.get("progress", True))
     failures = FailureBudget(max_failures)
-    trainer = SearchTrainer(
-        hpsearch_model_init=model_init,
-        space=space,
-        objectives=objectives,
-        args=args,
-        train_dataset=data.train,
-        eval_dataset=data.eval,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-    )
-    trainer.remove_callback(PrinterCallback)  # per-step log lines; the search shows its own progress
-    trainer.listeners += [failures, progress]
-    if tracker is not None:
-        trainer.listeners.append(tracker)
+    trainer.listeners += [failures, progress] + ([tracker] if tracker is not None else [])
     job = SearchJob(
         trainer=trainer,
         space=space,
@@ -149,9 +134,16 @@ def run(cfg: DictConfig) -> SearchResult:
     gc.freeze()
     try:
         backend.search(job)
+    except CollectiveTimeout:
+        coordinator = None  # the other ranks are gone: nobody to tell
+        raise
     finally:
         gc.unfreeze()
         progress.close()
+        if coordinator is not None:
+            coordinator.decide(("stop",))
+            coordinator.close()
+            _write_rank_reports(run_dir, trainer.rank_reports)
         records = backend.records(job)
         front = backend.pareto_numbers(job) if objectives.is_multi else None
         result = write_results(run_dir, records, space.names, objectives, front)
@@ -165,6 +157,67 @@ def run(cfg: DictConfig) -> SearchResult:
         )
     _report(result, objectives, run_dir)
     return result
+
+
+def _build_trainer(
+    cfg: DictConfig, training: dict[str, Any], space: SearchSpace, objectives: Objectives, run_dir: Path, seed: int
+) -> Any:
+    """Tokenizer, data (tokenised once) and the trainer every trial reuses."""
+    _quiet_libraries()
+    from transformers import DataCollatorWithPadding, PrinterCallback
+
+    from hpsearch.data import load_data
+    from hpsearch.model import ModelInit
+    from hpsearch.trainer import SearchTrainer, check_space_routing
+
+    args = _training_arguments(training, run_dir, seed)
+    target = _instantiate(cfg.model.model_init, "model.model_init", _partial_=True)
+    tokenizer = _instantiate(cfg.model.tokenizer, "model.tokenizer")
+    probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": tokenizer})
+    check_space_routing(space, probe)  # before loading data: a misrouted parameter is a config error
+    data = load_data(cfg.data, tokenizer, seed)
+    trainer = SearchTrainer(
+        hpsearch_model_init=ModelInit.build(target, {**data.model_context, "tokenizer": tokenizer}),
+        space=space,
+        objectives=objectives,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    trainer.remove_callback(PrinterCallback)  # per-step log lines; the search shows its own progress
+    return trainer
+
+
+def _coordinator(backend: str, training: dict[str, Any]) -> Coordinator | None:
+    """The DDP control channel under torchrun (WORLD_SIZE > 1), else None."""
+    if world_size() <= 1:
+        return None
+    if backend == "ray":
+        raise ConfigError(
+            "backend=ray: Ray starts its own workers, so it does not run under torchrun; run "
+            "'python -m hpsearch backend=ray' and give each trial devices with backend.resources_per_trial"
+        )
+    return Coordinator(timeout_s=float(training.get("ddp_timeout") or 1800), use_cpu=bool(training.get("use_cpu")))
+
+
+def _follow(trainer: Any, coordinator: Coordinator) -> None:
+    """A non-zero rank: train whatever rank zero decides until it says stop."""
+    while (message := coordinator.decide())[0] == "trial":
+        trainer.run_trial(message[1])
+    coordinator.close()
+
+
+def _write_rank_reports(run_dir: Path, reports: list[list[Any]]) -> None:
+    """``ranks.jsonl``: per trial, what each rank trained and how it ended, for checking DDP runs."""
+    lines = [
+        json.dumps({"trial": index, "rank": rank, "state": state, "error": error, "trained": trained}, default=str)
+        for index, trial_reports in enumerate(reports)
+        for rank, (state, error, trained) in enumerate(trial_reports)
+    ]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "ranks.jsonl").write_text("".join(line + "\n" for line in lines))
 
 
 def _tracker(cfg: DictConfig, run_dir: Path, objectives: Objectives) -> Any:

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
-from hpsearch.errors import first_line, ConfigError, HPSearchError, TrialFailed
+from hpsearch.distributed import Coordinator
+from hpsearch.errors import ConfigError, HPSearchError, TrialFailed, first_line
 from hpsearch.model import ModelInit
 from hpsearch.objective import Objectives
 from hpsearch.results import TrialOutcome
@@ -38,6 +39,10 @@ def check_space_routing(space: SearchSpace, model_init: ModelInit) -> None:
                 f"space.{name}: neither a TrainingArguments field nor an argument of model_init "
                 f"({model_init.target.__module__}.{model_init.target.__qualname__}); rename it or remove it"
             )
+
+
+class TrialPruned(Exception):
+    """Raised on a non-zero rank when rank zero pruned the trial (optuna's own class on rank zero)."""
 
 
 class SearchTrainer(Trainer):
@@ -61,6 +66,8 @@ class SearchTrainer(Trainer):
         self.intermediate_reporter: Callable[[int, dict[str, float]], None] | None = None
         self.listeners: list[TrialListener] = []
         self.latest_outcome: TrialOutcome | None = None
+        self.coordinator: Coordinator | None = None  # set under torchrun
+        self.rank_reports: list[list[Any]] = []  # rank zero: every rank's (state, error, trained values) per trial
         self._latest_metrics: dict[str, float] | None = None
 
     def _init_model(self, trial: Any) -> Any:
@@ -73,6 +80,8 @@ class SearchTrainer(Trainer):
                 raise ConfigError(f"model.model_init: building the model failed ({type(error).__name__}: {first_line(error)})") from None
         # transformers calls model_init before _hp_search_setup, so assign here first.
         self._current_params = self.assign(trial)
+        if self.coordinator is not None and self.coordinator.is_leader:
+            self.coordinator.decide(("trial", self._current_params))
         return self.hpsearch_model_init(self._current_params)
 
     def _hp_search_setup(self, trial: Any) -> None:
@@ -89,10 +98,21 @@ class SearchTrainer(Trainer):
         metrics = {**metrics, **self._model_metrics()}
         self._latest_metrics = dict(metrics)
         self.objectives.values(metrics)  # a missing metric is a config error, not a failed trial
-        if self.intermediate_reporter is not None:
-            self.intermediate_reporter(step, dict(metrics))
-        else:
-            super()._report_to_hp_search(trial, step, metrics)
+        if self.coordinator is not None and not self.coordinator.is_leader:
+            if self.coordinator.decide()[0] == "prune":
+                raise TrialPruned(f"rank zero pruned the trial at step {step}")
+            return
+        try:
+            if self.intermediate_reporter is not None:
+                self.intermediate_reporter(step, dict(metrics))
+            else:
+                super()._report_to_hp_search(trial, step, metrics)
+        except Exception as error:
+            if self.coordinator is not None and _is_prune_signal(error):
+                self.coordinator.decide(("prune",))
+            raise
+        if self.coordinator is not None:
+            self.coordinator.decide(("continue",))
 
     def train(self, resume_from_checkpoint: Any = None, trial: Any = None, **kwargs: Any) -> Any:
         """Train one trial; on return ``self.objective`` holds its objective value(s)."""
@@ -102,28 +122,51 @@ class SearchTrainer(Trainer):
         self.objective = None
         self._latest_metrics = None
         self._current_params = {}
+        output, values, metrics, error, raised = None, None, None, None, None
         try:
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
             metrics = dict(self._latest_metrics or self.evaluate())
             metrics.update(self._model_metrics())
             values = self.objectives.values(metrics)
+            state = "COMPLETE"
             if any(math.isnan(value) for value in values):
-                raise TrialFailed(f"objective is NaN ({dict(zip(self.objectives.names, values))})")
-        except TrialFailed as error:
-            self._notify(trial, "FAIL", started, error=str(error))
-            raise
+                state, error = "FAIL", f"objective is NaN ({dict(zip(self.objectives.names, values))})"
         except HPSearchError:
             raise
-        except Exception as error:
-            if _is_prune_signal(error):
-                self._notify(trial, "PRUNED", started)
-                raise
-            message = f"{type(error).__name__}: {first_line(error)}"
-            self._notify(trial, "FAIL", started, error=message)
-            raise TrialFailed(message) from error
+        except Exception as exception:
+            raised = exception
+            state, error = ("PRUNED", None) if _is_prune_signal(exception) else ("FAIL", f"{type(exception).__name__}: {first_line(exception)}")
+        state, error = self._agree(state, error)
+        self._notify(trial, state, started, values=values if state == "COMPLETE" else None, metrics=metrics, error=error)
+        if state == "PRUNED":
+            raise raised if raised is not None else TrialPruned("pruned")
+        if state == "FAIL":
+            raise TrialFailed(error) from raised
         self.objective = values if self.objectives.is_multi else values[0]
-        self._notify(trial, "COMPLETE", started, values=values, metrics=metrics)
         return output
+
+    def _agree(self, state: str, error: str | None) -> tuple[str, str | None]:
+        """Under DDP, a trial failed anywhere failed everywhere; rank zero keeps every rank's report."""
+        if self.coordinator is None:
+            return state, error
+        reports = self.coordinator.gather((state, error, self._trained_values()))
+        if self.coordinator.is_leader:
+            self.rank_reports.append(reports)
+        for index, (rank_state, rank_error, _) in enumerate(reports):
+            if rank_state == "FAIL":
+                return "FAIL", f"rank {index}: {rank_error}"
+        return state, error
+
+    def _trained_values(self) -> dict[str, Any]:
+        """Each hyperparameter as this rank really used it, read back from its arguments and model."""
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None) if self.model is not None else None
+        values = {}
+        for name, value in self._current_params.items():
+            if name in TRAINING_ARGUMENT_FIELDS:
+                values[name] = getattr(self.args, name)
+            else:
+                values[name] = getattr(config, name, value)
+        return values
 
     def _model_metrics(self) -> dict[str, float]:
         """Parameter count and median forward latency on one eval batch, when an objective asks for them."""
@@ -149,7 +192,7 @@ class SearchTrainer(Trainer):
         """Train one trial from typed values; a failed trial comes back as a FAIL outcome."""
         try:
             self.train(trial=dict(params))
-        except TrialFailed:
+        except (TrialFailed, TrialPruned):
             pass
         return self.latest_outcome
 

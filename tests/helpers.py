@@ -27,3 +27,14 @@ def nan_tiny_bert(
         with torch.no_grad():
             model.classifier.weight.fill_(float("nan"))
     return model
+
+
+def rank_one_failing_tiny_bert(
+    num_labels: int, id2label: dict, label2id: dict, tokenizer: Any, hidden_dropout_prob: float
+) -> Any:
+    """Raises on rank 1 only (a crash on one rank of a DDP job)."""
+    import os
+
+    if os.environ.get("RANK") == "1":
+        raise RuntimeError("injected failure on rank 1")
+    return tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)

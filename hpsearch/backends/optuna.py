@@ -184,6 +184,9 @@ class OptunaBackend(Backend):
         pruner = make_pruner(settings["pruner"], settings.get("pruner_kwargs") or {})
         job.trainer.assign = lambda trial: suggest(trial, job.space)
         job.trainer.listeners.append(lambda trial, outcome: self._store(trial, outcome, job))
+        if job.trainer.coordinator is not None:
+            self._search_distributed(job, study, sampler, pruner, remaining)
+            return
         try:
             job.trainer.hyperparameter_search(
                 hp_space=lambda trial: suggest(trial, job.space),
@@ -203,6 +206,24 @@ class OptunaBackend(Backend):
             # transformers reads study.best_trial at the end, which raises when no trial completed.
             if isinstance(error, HPSearchError) or study.get_trials(deepcopy=False, states=_states(("COMPLETE",))):
                 raise
+
+    @staticmethod
+    def _search_distributed(job: SearchJob, study: optuna.Study, sampler: Any, pruner: Any, remaining: int) -> None:
+        """Under torchrun, rank zero drives the study itself: transformers' DDP path makes the other ranks
+        count trials on their own, which deadlocks on pruning and failures (see hpsearch.distributed)."""
+        import optuna
+        from transformers.trainer_utils import HPSearchBackend
+
+        study.sampler, study.pruner = sampler, pruner
+        trainer = job.trainer
+        trainer.hp_search_backend = HPSearchBackend.OPTUNA  # transformers' in-training report and prune
+        trainer.compute_objective = job.objectives.compute_objective
+
+        def objective(trial: optuna.Trial) -> float | list[float]:
+            trainer.train(trial=trial)
+            return trainer.objective
+
+        study.optimize(objective, n_trials=remaining, catch=(TrialFailed,), gc_after_trial=False)
 
     @staticmethod
     def _store(trial: Any, outcome: Any, job: SearchJob) -> None:

@@ -1,0 +1,85 @@
+"""DDP searches under ``torchrun``: rank zero samples every trial and every other rank follows its decisions.
+
+Rank zero runs the backend (optuna, SigOpt or W&B) as in a single process. Over a separate gloo control
+group, with a bounded timeout, it broadcasts its decisions and gathers each rank's result:
+
+- ``("trial", params)``: the next trial's hyperparameters; every rank builds its model from them and trains;
+- ``("continue",)`` / ``("prune",)``: after each in-training evaluation, whether to stop this trial now;
+- after each trial, every rank reports ``(state, error, params)``; a failure on any rank fails the trial
+  for all (a rank stuck in a training collective instead times out: the job then exits non-zero);
+- ``("stop",)``: no more trials; then a barrier, so no rank exits while another still talks.
+
+Non-zero ranks never count trials themselves, so optuna timeouts, resumed studies and pruning cannot
+make them disagree with rank zero. ``training.ddp_timeout`` bounds every collective, gloo's included.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from hpsearch.errors import HPSearchError
+
+Message = tuple[Any, ...]
+
+
+class CollectiveTimeout(HPSearchError, TimeoutError):
+    """A rank did not reach a collective in time: another rank crashed or hangs."""
+
+    exit_code = 1
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+class Coordinator:
+    """The control channel between rank zero and the other ranks."""
+
+    def __init__(self, timeout_s: float, use_cpu: bool = False) -> None:
+        import torch
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.timeout = timedelta(seconds=timeout_s)
+        if not dist.is_initialized():
+            # Initialised here, before TrainingArguments, so the timeout applies to gloo as well as NCCL.
+            backend = "nccl" if torch.cuda.is_available() and not use_cpu else "gloo"
+            dist.init_process_group(backend=backend, timeout=self.timeout)
+        self.group = dist.new_group(backend="gloo", timeout=self.timeout)
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rank == 0
+
+    def _guard(self, what: str, collective: Any) -> Any:
+        try:
+            return collective()
+        except RuntimeError as error:  # gloo reports timeouts and closed peers as RuntimeError
+            raise CollectiveTimeout(
+                f"training.ddp_timeout: rank {self.rank} waited more than {self.timeout.total_seconds():.0f}s "
+                f"for {what}; another rank crashed or hangs ({str(error).splitlines()[0][:200]})"
+            ) from None
+
+    def decide(self, message: Message | None = None) -> Message:
+        """Rank zero passes its decision; every rank returns it."""
+        box = [message if self.is_leader else None]
+        self._guard("rank zero's decision", lambda: self.dist.broadcast_object_list(box, src=0, group=self.group))
+        return box[0]
+
+    def gather(self, report: Any) -> list[Any]:
+        """Every rank's report, in rank order, on every rank."""
+        reports: list[Any] = [None] * self.world_size
+        self._guard("the other ranks' trial results", lambda: self.dist.all_gather_object(reports, report, group=self.group))
+        return reports
+
+    def close(self) -> None:
+        self._guard("the final barrier", lambda: self.dist.barrier(group=self.group))
+        self.dist.destroy_process_group()

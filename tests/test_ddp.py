@@ -1,0 +1,126 @@
+"""DDP searches under real torchrun: 2 CPU processes, gloo. Each run is time-boxed; none may hang."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_env
+from standins.sigopt_server import SigOptStandIn
+from test_search import FAILING_MODEL
+
+TIME_BOX = 180
+
+
+def torchrun(tmp_path: Path, *overrides: str, nproc: int = 2, name: str = "run", **env: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "hpsearch",
+        f"hydra.run.dir={tmp_path / name}", "training.ddp_timeout=20", "progress=false", *overrides,
+    ]
+    return subprocess.run(command, cwd=tmp_path, env=cli_env(**env), capture_output=True, text=True, timeout=TIME_BOX)
+
+
+def trials(run_dir: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run_dir / "trials.csv").open()))
+
+
+def assert_ranks_agree(run_dir: Path, expected_trials: int) -> list[dict]:
+    """Every rank trained the same hyperparameters in every trial, read back from each rank's model and args."""
+    reports = [json.loads(line) for line in (run_dir / "ranks.jsonl").read_text().splitlines()]
+    by_trial: dict[int, dict[int, dict]] = {}
+    for report in reports:
+        by_trial.setdefault(report["trial"], {})[report["rank"]] = report
+    assert len(by_trial) == expected_trials
+    for ranks in by_trial.values():
+        assert set(ranks) == {0, 1}
+        assert ranks[0]["trained"] == ranks[1]["trained"] and ranks[0]["trained"]
+        assert ranks[0]["state"] == ranks[1]["state"]
+    return reports
+
+
+def test_plain_search(tmp_path: Path) -> None:
+    done = torchrun(tmp_path, "experiment=smoke", "n_trials=3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = assert_ranks_agree(tmp_path / "run", 3)
+    rows = trials(tmp_path / "run")
+    for row, report in zip(rows, [r for r in reports if r["rank"] == 1]):
+        assert float(row["learning_rate"]) == report["trained"]["learning_rate"]
+    assert not any(p.name.startswith("run") and p != tmp_path / "run" for p in tmp_path.iterdir())  # rank 1 wrote no run dir
+
+
+def test_pruning(tmp_path: Path) -> None:
+    done = torchrun(tmp_path, "experiment=smoke_prune")
+    assert done.returncode == 0, done.stderr[-3000:]
+    states = [row["state"] for row in trials(tmp_path / "run")]
+    assert "PRUNED" in states and len(states) == 8
+    reports = assert_ranks_agree(tmp_path / "run", 8)
+    assert {r["state"] for r in reports if r["rank"] == 1} >= {"PRUNED", "COMPLETE"}
+
+
+def test_exception_on_both_ranks_fails_the_trial_and_the_search_goes_on(tmp_path: Path) -> None:
+    done = torchrun(tmp_path, "experiment=smoke", "n_trials=2", *FAILING_MODEL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    states = {float(row["hidden_dropout_prob"]): row["state"] for row in trials(tmp_path / "run")}
+    assert states == {0.0: "COMPLETE", 0.1: "FAIL"}
+    assert_ranks_agree(tmp_path / "run", 2)
+
+
+def test_exception_on_one_rank_ends_the_job_quickly(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = torchrun(
+        tmp_path, "experiment=smoke", "n_trials=2", "model.model_init._target_=helpers.rank_one_failing_tiny_bert",
+        "~model.model_init.hidden_size", "~model.model_init.num_hidden_layers",
+        "~model.model_init.num_attention_heads", "~model.model_init.intermediate_size",
+    )
+    assert done.returncode != 0
+    assert time.monotonic() - started < 120
+    assert "training.ddp_timeout" in done.stderr or "injected failure on rank 1" in done.stderr
+
+
+def test_multi_objective_search(tmp_path: Path) -> None:
+    done = torchrun(tmp_path, "experiment=smoke_pareto", "n_trials=3", "data.train_size=300")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert_ranks_agree(tmp_path / "run", 3)
+
+
+def test_resumed_study_runs_only_the_missing_trials_on_every_rank(tmp_path: Path) -> None:
+    assert torchrun(tmp_path, "experiment=smoke", "n_trials=2", name="first").returncode == 0
+    done = torchrun(tmp_path, "experiment=smoke", "n_trials=4", name="second")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [row["state"] for row in trials(tmp_path / "second")] == ["COMPLETE"] * 4
+    assert_ranks_agree(tmp_path / "second", 2)  # only the two missing trials ran, on both ranks
+
+
+def test_sigopt_via_its_stand_in(tmp_path: Path) -> None:
+    with SigOptStandIn() as server:
+        done = torchrun(tmp_path, "experiment=smoke", "backend=sigopt", "n_trials=3",
+                        SIGOPT_API_URL=server.url, SIGOPT_API_TOKEN=server.token)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (observations,) = server.observations.values()
+    assert len(observations) == 3  # only rank zero talks to SigOpt
+    assert_ranks_agree(tmp_path / "run", 3)
+
+
+def test_objectives_match_between_world_size_one_and_two(tmp_path: Path) -> None:
+    """With training frozen (learning rate 0), the objective is pure evaluation, which must not depend on
+    the world size; transformers' default scales eval_loss by it."""
+    frozen = ["experiment=smoke", "n_trials=1", "objective=loss", "~space",
+              "+space={learning_rate:{type:fixed,value:0.0},hidden_dropout_prob:{type:fixed,value:0.1}}"]
+    one = torchrun(tmp_path, *frozen, "study_name=ws1", nproc=1, name="one")
+    two = torchrun(tmp_path, *frozen, "study_name=ws2", name="two")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    loss_one, loss_two = (float(trials(tmp_path / name)[0]["objective"]) for name in ("one", "two"))
+    assert loss_two == pytest.approx(loss_one, rel=1e-5)
+
+
+def test_ray_under_torchrun_is_refused_clearly(tmp_path: Path) -> None:
+    done = torchrun(tmp_path, "experiment=smoke", "backend=ray")
+    assert done.returncode != 0
+    assert "backend=ray: Ray starts its own workers, so it does not run under torchrun" in done.stderr
