@@ -73,3 +73,9 @@ def test_scheduler_without_in_training_evaluation_is_rejected(cli: Callable[...,
         "hpsearch: error: backend.scheduler=asha: early stopping needs in-training evaluation; "
         "set training.eval_strategy=steps and training.eval_steps=N"
     )
+
+
+def test_more_gpu_than_the_runtime_has_is_an_error_not_a_hang(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    done = cli("experiment=smoke", "backend=ray", "++backend.resources_per_trial.gpu=0.5", timeout=120)
+    assert done.returncode == 2
+    assert "backend.resources_per_trial.gpu=0.5: the Ray runtime has only 0" in done.stderr

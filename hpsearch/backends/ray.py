@@ -208,6 +208,7 @@ class RayBackend(Backend):
         )
         started_here = self._start_ray(job.settings)
         try:
+            _check_resources(resources)
             job.progress.start(0)
             trainable = tune.with_resources(
                 tune.with_parameters(train_trial, payload=payload), resources
@@ -267,6 +268,20 @@ class RayBackend(Backend):
             raw = {name: d.sample(random_state=random_state) if hasattr(d, "sample") else d for name, d in domains.items()}
             samples.append(space.cast(raw))
         return samples
+
+
+def _check_resources(resources: Mapping[str, float]) -> None:
+    """Tune would wait forever for a trial that asks more than the whole runtime has."""
+    import ray
+
+    available = ray.cluster_resources()
+    for name, amount in resources.items():
+        key = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}.get(name, name)
+        if amount > available.get(key, 0):
+            raise ConfigError(
+                f"backend.resources_per_trial.{name}={amount}: the Ray runtime has only {available.get(key, 0)}; "
+                "lower it, or connect to a cluster that has it with backend.address"
+            )
 
 
 def _outcome_of(trial: Any, job: SearchJob, error: str | None = None) -> TrialOutcome:
