@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hpsearch.errors import MissingPackageError
+from hpsearch.errors import ConfigError, MissingPackageError
 from hpsearch.objective import Objectives
 from hpsearch.progress import SearchProgress
 from hpsearch.results import SearchResult, TrialOutcome, TrialRecord
@@ -26,6 +27,14 @@ def require(module: str, what: str, package: str | None = None, extra: str | Non
         return importlib.import_module(module)
     except ImportError:
         raise MissingPackageError(what, package or module, extra) from None
+
+
+def require_in_training_eval(option: str, training: Mapping[str, Any], purpose: str) -> None:
+    """Pruners, schedulers and early termination act on evaluations made during training."""
+    if str(training.get("eval_strategy", "no")) == "no":
+        raise ConfigError(
+            f"{option}: {purpose} needs in-training evaluation; set training.eval_strategy=steps and training.eval_steps=N"
+        )
 
 
 @dataclass
@@ -85,6 +94,18 @@ class Backend(ABC):
     def pareto_numbers(self, job: SearchJob) -> list[int] | None:
         """The Pareto front's trial numbers as the backend reports it; None: hpsearch computes it."""
         return None
+
+    def remembered_id(self, job: SearchJob, key: str) -> str | None:
+        """The remote study id (a SigOpt experiment, a W&B sweep) this study_name used before, if any."""
+        if job.settings.get(key):
+            return str(job.settings[key])
+        path = job.state_dir / f"{self.name}-{job.study_name}.json"
+        return json.loads(path.read_text())[key] if path.is_file() else None
+
+    def remember_id(self, job: SearchJob, key: str, value: str) -> None:
+        """Keep the remote study id, so that rerunning the same command joins it."""
+        job.state_dir.mkdir(parents=True, exist_ok=True)
+        (job.state_dir / f"{self.name}-{job.study_name}.json").write_text(json.dumps({key: value}))
 
     def finish(self, job: SearchJob, result: SearchResult) -> None:
         """After the results are written: e.g. tag the best trial's run in the backend's own store."""

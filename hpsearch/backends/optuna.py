@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.backends.base import Backend, SearchJob, require
+from hpsearch.backends.base import Backend, SearchJob, require, require_in_training_eval
 from hpsearch.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -145,11 +145,7 @@ class OptunaBackend(Backend):
                 raise ConfigError(
                     f"backend.pruner={pruner}: optuna cannot prune a multi-objective study; set backend.pruner=none"
                 )
-            if str(training.get("eval_strategy", "no")) == "no":
-                raise ConfigError(
-                    f"backend.pruner={pruner}: pruning needs in-training evaluation; "
-                    "set training.eval_strategy=steps and training.eval_steps=N"
-                )
+            require_in_training_eval(f"backend.pruner={pruner}", training, "pruning")
 
     def _study(self, job: SearchJob) -> optuna.Study:
         import optuna

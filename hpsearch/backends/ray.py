@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob
+from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.errors import BackendUnavailableError, ConfigError, first_line
 from hpsearch.objective import Objectives
 from hpsearch.results import TrialOutcome, TrialRecord
@@ -138,11 +138,7 @@ class RayBackend(Backend):
         if scheduler != "none":
             if objectives.is_multi:
                 raise ConfigError(f"backend.scheduler={scheduler}: Ray schedulers stop trials on one metric; set backend.scheduler=none")
-            if str(training.get("eval_strategy", "no")) == "no":
-                raise ConfigError(
-                    f"backend.scheduler={scheduler}: early stopping needs in-training evaluation; "
-                    "set training.eval_strategy=steps and training.eval_steps=N"
-                )
+            require_in_training_eval(f"backend.scheduler={scheduler}", training, "early stopping")
         if objectives.is_multi and algorithm != "optuna":
             raise ConfigError("backend.search_alg: several objectives need search_alg=optuna (OptunaSearch)")
 

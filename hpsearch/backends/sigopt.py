@@ -29,10 +29,8 @@ multi-metric experiment whose Pareto front comes from ``best_assignments``. The 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from hpsearch.backends.base import Backend, SearchJob, require
@@ -129,17 +127,10 @@ class SigOptBackend(Backend):
                 f"check {TOKEN_ENV} and backend settings"
             ) from None
 
-    @staticmethod
-    def _state_file(job: SearchJob) -> Path:
-        return job.state_dir / f"sigopt-{job.study_name}.json"
-
     def _experiment_id(self, job: SearchJob) -> str | None:
-        if job.settings.get("experiment_id"):
-            return str(job.settings["experiment_id"])
-        if job.settings.get("driver") == "lite":  # in-memory: nothing outlives the process
-            return self._lite_experiment
-        path = self._state_file(job)
-        return json.loads(path.read_text())["experiment_id"] if path.is_file() else None
+        if job.settings.get("driver") == "lite" and not job.settings.get("experiment_id"):
+            return self._lite_experiment  # in memory: nothing outlives the process
+        return self.remembered_id(job, "experiment_id")
 
     def _create_experiment(self, connection: Any, job: SearchJob) -> str:
         experiment = self._call(
@@ -156,8 +147,7 @@ class SigOptBackend(Backend):
         if job.settings.get("driver") == "lite":
             self._lite_experiment = str(experiment.id)
         else:
-            job.state_dir.mkdir(parents=True, exist_ok=True)
-            self._state_file(job).write_text(json.dumps({"experiment_id": experiment.id}))
+            self.remember_id(job, "experiment_id", str(experiment.id))
         return str(experiment.id)
 
     def _observations(self, connection: Any, job: SearchJob, experiment_id: str) -> list[Any]:

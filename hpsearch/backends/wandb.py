@@ -30,14 +30,13 @@ sweep, so agents on several machines share it; otherwise the sweep created for `
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob, require
+from hpsearch.backends.base import Backend, SearchJob, require, require_in_training_eval
 from hpsearch.errors import BackendUnavailableError, ConfigError, HPSearchError, first_line, root_cause
 from hpsearch.objective import Objectives
 from hpsearch.results import SearchResult, TrialOutcome, TrialRecord
@@ -93,21 +92,8 @@ class WandbBackend(Backend):
             )
         if settings.get("method") not in METHODS:
             raise ConfigError(f"backend.method: unknown method {settings.get('method')!r}; choose one of {list(METHODS)}")
-        if settings.get("early_terminate") and str(training.get("eval_strategy", "no")) == "no":
-            raise ConfigError(
-                "backend.early_terminate: early termination needs in-training evaluation; "
-                "set training.eval_strategy=steps and training.eval_steps=N"
-            )
-
-    @staticmethod
-    def _state_file(job: SearchJob) -> Path:
-        return job.state_dir / f"wandb-{job.study_name}.json"
-
-    def _sweep_id(self, job: SearchJob) -> str | None:
-        if job.settings.get("sweep_id"):
-            return str(job.settings["sweep_id"])
-        path = self._state_file(job)
-        return json.loads(path.read_text())["sweep_id"] if path.is_file() else None
+        if settings.get("early_terminate"):
+            require_in_training_eval("backend.early_terminate", training, "early termination")
 
     def _create_sweep(self, wandb: Any, job: SearchJob) -> str:
         if job.settings.get("method") == "grid":
@@ -120,15 +106,14 @@ class WandbBackend(Backend):
             )
         except Exception as error:  # noqa: BLE001 - wandb raises many types for one unreachable server
             raise _unavailable(error) from None
-        job.state_dir.mkdir(parents=True, exist_ok=True)
-        self._state_file(job).write_text(json.dumps({"sweep_id": sweep_id}))
+        self.remember_id(job, "sweep_id", str(sweep_id))
         return str(sweep_id)
 
     def search(self, job: SearchJob) -> None:
         wandb = self.require("wandb")
         folder = wandb_dir(job.run_dir)
         _check_reachable()
-        sweep_id = self._sweep_id(job) or self._create_sweep(wandb, job)
+        sweep_id = self.remembered_id(job, "sweep_id") or self._create_sweep(wandb, job)
         finished = sum(r.state == "COMPLETE" for r in self.records(job))
         job.progress.start(finished)
         while finished < job.n_trials and not job.failures.exceeded:
@@ -166,7 +151,7 @@ class WandbBackend(Backend):
     def _runs(self, job: SearchJob) -> list[Any]:
         from hpsearch.wandb_files import read_runs
 
-        sweep_id = self._sweep_id(job)
+        sweep_id = self.remembered_id(job, "sweep_id")
         if sweep_id is None:
             return []
         if os.environ.get("WANDB_MODE") in ("offline", "disabled"):

@@ -14,16 +14,17 @@ import json
 import math
 import random
 import re
-import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from standins import StandInServer
 from typing import Any
 
 PARAMETER_TYPES = ("double", "int", "categorical")
 
 
-class SigOptStandIn:
+class SigOptStandIn(StandInServer):
     def __init__(self, token: str = "standin-token", seed: int = 0) -> None:
         self.token = token
         self.random = random.Random(seed)
@@ -32,21 +33,8 @@ class SigOptStandIn:
         self.observations: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> SigOptStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     # --- the API -------------------------------------------------------------------------------
     def create_experiment(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -156,7 +144,7 @@ class SigOptStandIn:
         return HTTPStatus.NO_CONTENT, None
 
     # --- HTTP ----------------------------------------------------------------------------------
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -187,7 +175,7 @@ class SigOptStandIn:
                 standin.requests.append((method, path))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-                with standin._lock:
+                with standin.lock:
                     status, response = standin._route(method, path, body)
                 self._send(status, response)
 

@@ -12,16 +12,17 @@ import base64
 import itertools
 import json
 import re
-import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from standins import StandInServer
 from typing import Any
 
 import numpy as np
 import yaml
 
 
-class WandbStandIn:
+class WandbStandIn(StandInServer):
     def __init__(self, api_key: str = "standin" + "0" * 33, seed: int = 0) -> None:
         self.api_key = api_key
         self.sweeps: dict[str, dict[str, Any]] = {}
@@ -30,22 +31,9 @@ class WandbStandIn:
         self.operations: list[str] = []
         self.variables: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
         np.random.seed(seed)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> WandbStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def answer(self, operation: str, variables: dict[str, Any]) -> dict[str, Any]:
         if operation in ("Viewer", "GetDefaultEntity"):
@@ -78,7 +66,7 @@ class WandbStandIn:
         args = {key: {"value": _plain(entry["value"])} for key, entry in run.config.items()}
         return [{"type": "run", "run_id": run.name, "program": None, "args": args}]
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,7 +82,7 @@ class WandbStandIn:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 match = re.search(r"(?:query|mutation)\s+(\w+)", body.get("query", ""))
                 operation = match.group(1) if match else "?"
-                with standin._lock:
+                with standin.lock:
                     standin.operations.append(operation)
                     standin.variables.append(body.get("variables") or {})
                     data = standin.answer(operation, body.get("variables") or {})
