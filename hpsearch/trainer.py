@@ -188,10 +188,21 @@ class SearchTrainer(Trainer):
             measured["model_latency_ms"] = float(statistics.median(timings[1:]))
         return measured
 
-    def run_trial(self, params: Mapping[str, Any]) -> TrialOutcome:
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """Resuming another trial's checkpoint (Ray PBT's exploit step) keeps this trial's learning rate:
+        the restored scheduler would otherwise bring back the old one."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or "learning_rate" not in self._current_params:
+            return
+        rate = self.args.learning_rate
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = rate
+        self.lr_scheduler.base_lrs = [rate] * len(self.optimizer.param_groups)
+
+    def run_trial(self, params: Mapping[str, Any], resume_from_checkpoint: str | None = None) -> TrialOutcome:
         """Train one trial from typed values; a failed trial comes back as a FAIL outcome."""
         try:
-            self.train(trial=dict(params))
+            self.train(resume_from_checkpoint=resume_from_checkpoint, trial=dict(params))
         except (TrialFailed, TrialPruned):
             pass
         return self.latest_outcome

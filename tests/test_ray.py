@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -79,3 +80,20 @@ def test_more_gpu_than_the_runtime_has_is_an_error_not_a_hang(cli: Callable[...,
     done = cli("experiment=smoke", "backend=ray", "++backend.resources_per_trial.gpu=0.5", timeout=120)
     assert done.returncode == 2
     assert "backend.resources_per_trial.gpu=0.5: the Ray runtime has only 0" in done.stderr
+
+
+def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    done = cli(
+        "experiment=smoke", "backend=ray", "n_trials=2", "backend.scheduler=pbt", "training.eval_strategy=steps",
+        "training.eval_steps=2", "training.num_train_epochs=2", "++backend.scheduler_kwargs={quantile_fraction:0.5}",
+        "~space", "+space={learning_rate:{type:float,low:1e-4,high:1e-2,log:true}}", "objective=loss", timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
+    exploits = (tmp_path / "run" / "ray" / "smoke" / "pbt_global.txt").read_text().splitlines()
+    assert exploits  # Ray cloned a checkpoint into the weaker trial at least once
+    lrs = {json.loads(line)[4]["learning_rate"] for line in exploits} | {json.loads(line)[5]["learning_rate"] for line in exploits}
+    assert len(lrs) >= 2  # ... and gave it a perturbed learning rate

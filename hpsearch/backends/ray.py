@@ -22,14 +22,19 @@ categorical                ``tune.choice(choices)``
 fixed                      the value itself
 =========================  ===================================================================
 
-Results go under ``<run_dir>/ray``. Schedulers (ASHA, median stopping) need in-training evaluation.
+Results go under ``<run_dir>/ray``. Schedulers (ASHA, median stopping, PBT) need in-training evaluation;
+under PBT every in-training evaluation also saves a checkpoint (transformers' Ray layout), an exploited
+trial resumes from its donor's checkpoint with its own, perturbed hyperparameters (the restored learning-rate
+schedule is rebased onto the new rate), and only parameters that act during training make sense to mutate.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
@@ -38,7 +43,7 @@ from hpsearch.objective import Objectives
 from hpsearch.results import TrialOutcome, TrialRecord
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
 
-SCHEDULERS = ("none", "asha", "median")
+SCHEDULERS = ("none", "asha", "median", "pbt")
 SEARCH_ALGORITHMS = ("basic", "optuna")
 DONE_FLAG = "hpsearch_done"  # set in a trial's final report; a trial stopped early by a scheduler lacks it
 
@@ -86,6 +91,7 @@ class TrialPayload:
     space: SearchSpace
     objectives: Objectives
     report_intermediate: bool
+    checkpoint_reports: bool  # PBT copies checkpoints between trials
     threads: int
 
     def trainer(self) -> Any:
@@ -113,11 +119,33 @@ def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
 
     trainer = payload.trainer()
     if payload.report_intermediate:
-        trainer.intermediate_reporter = lambda step, metrics: tune.report({**metrics, "step": step})
-    outcome = trainer.run_trial(config)
+        trainer.intermediate_reporter = lambda step, metrics: _report(trainer, step, metrics, payload.checkpoint_reports)
+    outcome = trainer.run_trial(config, resume_from_checkpoint=_restored_checkpoint())
     if outcome.state == "FAIL":
         raise TrialFailed(outcome.error or "trial failed")
     tune.report(_final_report(outcome, payload.objectives))
+
+
+def _report(trainer: Any, step: int, metrics: dict[str, float], with_checkpoint: bool) -> None:
+    from ray import tune
+
+    if not with_checkpoint:
+        tune.report({**metrics, "step": step})
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        trainer._tune_save_checkpoint(checkpoint_dir=folder)  # transformers' own Ray checkpoint layout
+        tune.report({**metrics, "step": step}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _restored_checkpoint() -> str | None:
+    """The checkpoint Ray hands a trial to continue from (PBT's exploit step), as a Trainer checkpoint path."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    found = sorted(Path(checkpoint.to_directory()).glob("checkpoint-*"))
+    return str(found[-1]) if found else None
 
 
 class RayBackend(Backend):
@@ -142,11 +170,17 @@ class RayBackend(Backend):
         if objectives.is_multi and algorithm != "optuna":
             raise ConfigError("backend.search_alg: several objectives need search_alg=optuna (OptunaSearch)")
 
-    def _scheduler(self, settings: Mapping[str, Any]) -> Any:
-        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+    def _scheduler(self, job: SearchJob) -> Any:
+        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, PopulationBasedTraining
 
-        options = dict(settings.get("scheduler_kwargs") or {})
-        return {"none": FIFOScheduler, "asha": ASHAScheduler, "median": MedianStoppingRule}[settings.get("scheduler", "none")](**options)
+        options = dict(job.settings.get("scheduler_kwargs") or {})
+        name = job.settings.get("scheduler", "none")
+        if name == "pbt":  # explores around the same domains the trials were drawn from
+            mutations = {param.name: domain(param) for param in job.space.tunable}
+            return PopulationBasedTraining(
+                hyperparam_mutations=mutations, **{"time_attr": "training_iteration", "perturbation_interval": 2, **options}
+            )
+        return {"none": FIFOScheduler, "asha": ASHAScheduler, "median": MedianStoppingRule}[name](**options)
 
     def _search_alg(self, job: SearchJob) -> Any:
         if job.settings.get("search_alg", "basic") == "basic":
@@ -200,6 +234,7 @@ class RayBackend(Backend):
             space=job.space,
             objectives=job.objectives,
             report_intermediate=job.settings.get("scheduler", "none") != "none",
+            checkpoint_reports=job.settings.get("scheduler") == "pbt",
             threads=max(1, int(resources.get("cpu", 1))),
         )
         started_here = self._start_ray(job.settings)
@@ -219,7 +254,7 @@ class RayBackend(Backend):
                     num_samples=job.n_trials,
                     max_concurrent_trials=job.settings.get("max_concurrent_trials"),
                     search_alg=self._search_alg(job),
-                    scheduler=self._scheduler(job.settings),
+                    scheduler=self._scheduler(job),
                 ),
                 run_config=tune.RunConfig(
                     name=job.study_name,
