@@ -166,16 +166,17 @@ def _build_trainer(
     _quiet_libraries()
     from transformers import DataCollatorWithPadding, PrinterCallback
 
-    from hpsearch.data import load_data
+    from hpsearch.data import read_data, tokenize_data
     from hpsearch.model import ModelInit
     from hpsearch.trainer import SearchTrainer, check_space_routing
 
     args = _training_arguments(training, run_dir, seed)
     target = _instantiate(cfg.model.model_init, "model.model_init", _partial_=True)
+    probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": None})
+    check_space_routing(space, probe)  # before loading anything: a misrouted parameter is a config error
+    texts = read_data(cfg.data, seed)  # data errors first: a tokenizer may be trained on the same file
     tokenizer = _instantiate(cfg.model.tokenizer, "model.tokenizer")
-    probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": tokenizer})
-    check_space_routing(space, probe)  # before loading data: a misrouted parameter is a config error
-    data = load_data(cfg.data, tokenizer, seed)
+    data = tokenize_data(texts, cfg.data, tokenizer)
     trainer = SearchTrainer(
         hpsearch_model_init=ModelInit.build(target, {**data.model_context, "tokenizer": tokenizer}),
         space=space,

@@ -101,8 +101,8 @@ def _take(dataset: Dataset, size: int | None, key: str) -> Dataset:
     return dataset.select(range(size))
 
 
-def load_data(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> PreparedData:
-    """Load, split, subsample and tokenise once; every trial reuses the result."""
+def read_data(config: Mapping[str, Any], seed: int) -> PreparedData:
+    """Load, check, split and subsample the labelled texts (before any tokenizer exists)."""
     raw = _load_raw(str(config["source"]))
     train = _pick_split(raw, config.get("train_split") or "train", "train_split")
     _check_columns(train, config)
@@ -122,8 +122,12 @@ def load_data(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, see
         train, evaluation = split["train"], split["test"]
     train = _take(train, config.get("train_size"), "train_size")
     evaluation = _take(evaluation, config.get("eval_size"), "eval_size")
+    return PreparedData(train, evaluation, label_names)
 
-    text_column, max_length = config["text_column"], int(config["max_length"])
+
+def tokenize_data(data: PreparedData, config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreparedData:
+    """Tokenise once; every trial reuses the result (padding happens per batch)."""
+    text_column, label_column, max_length = config["text_column"], config["label_column"], int(config["max_length"])
 
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
         encoded = tokenizer([str(text) for text in batch[text_column]], truncation=True, max_length=max_length)
@@ -133,4 +137,8 @@ def load_data(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, see
     def prepare(dataset: Dataset) -> Dataset:
         return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, keep_in_memory=True)
 
-    return PreparedData(prepare(train), prepare(evaluation), label_names)
+    return PreparedData(prepare(data.train), prepare(data.eval), data.label_names)
+
+
+def load_data(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> PreparedData:
+    return tokenize_data(read_data(config, seed), config, tokenizer)

@@ -87,7 +87,7 @@ def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
 ) -> None:
     done = cli(
         "experiment=smoke", "backend=ray", "n_trials=2", "backend.scheduler=pbt", "training.eval_strategy=steps",
-        "training.eval_steps=2", "training.num_train_epochs=2", "++backend.scheduler_kwargs={quantile_fraction:0.5}",
+        "training.eval_steps=2", "training.num_train_epochs=2", "++backend.scheduler_kwargs={quantile_fraction:0.5,synch:true}",
         "~space", "+space={learning_rate:{type:float,low:1e-4,high:1e-2,log:true}}", "objective=loss", timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
