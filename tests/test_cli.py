@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -133,3 +134,32 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
     assert _finished(db) == 6
     # the trials finished before the kill are still there, with their numbers
     assert all(state == "COMPLETE" for state in states[:finished_before])
+
+
+def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=5", "study_name=interrupt", "data.train_size=400",
+            "training.num_train_epochs=2", f"hydra.run.dir={tmp_path / 'first'}"]
+    db = tmp_path / ".hpsearch" / "interrupt.db"
+    first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _finished(db) < 1 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 130
+    assert "hpsearch: error: interrupted; the study is saved, rerun the same command to resume it" in stderr
+    assert (tmp_path / "first" / "trials.csv").is_file()  # results so far are written on the way out
+    finished = _finished(db)
+    assert 1 <= finished < 5
+
+    args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
+    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert _finished(db) == 5
+
+
+def test_console_script(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "hpsearch"
+    done = subprocess.run([str(script), "backend=nope"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("hpsearch: error: backend: unknown backend 'nope'")
