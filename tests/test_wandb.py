@@ -113,6 +113,15 @@ def test_tracking_logs_optuna_trials_as_runs_and_tags_the_best(
     assert wandb_server.operations == []  # offline tracking never calls the server
 
 
+def test_tracking_logs_ray_trials_from_the_driver(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli("experiment=smoke", "backend=ray", "tracking=wandb", "n_trials=2", WANDB_MODE="offline", WANDB_SILENT="true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = _trial_runs(tmp_path / "run" / "wandb")
+    assert len(runs) == 2 and {run.tags[0] for run in runs} == {"ray"}
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    assert sorted(run.config["learning_rate"] for run in runs) == sorted(float(row["learning_rate"]) for row in rows)
+
+
 def test_unreachable_server_fails_within_seconds(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     started = time.monotonic()
     done = cli("experiment=smoke", "backend=wandb", WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="k" * 40)

@@ -330,7 +330,7 @@ def _outcome_of(trial: Any, job: SearchJob, error: str | None = None) -> TrialOu
 
 
 def _progress_callback(job: SearchJob) -> Any:
-    """Driver side: feeds finished Ray trials to hpsearch's progress display and failure budget."""
+    """Driver side: feeds finished Ray trials to the listeners the driver's trainer would have called."""
     from ray.tune import Callback
 
     class ProgressCallback(Callback):
@@ -342,8 +342,8 @@ def _progress_callback(job: SearchJob) -> Any:
 
         @staticmethod
         def _tell(outcome: TrialOutcome) -> None:
-            job.progress(None, outcome)
-            job.failures(None, outcome)
+            for listener in job.trainer.listeners:  # failure budget, progress, tracking=wandb
+                listener(None, outcome)
 
     return ProgressCallback()
 
