@@ -41,12 +41,14 @@ def _positive_int(cfg: DictConfig, key: str, minimum: int) -> int:
 
 def _quiet_libraries() -> None:
     import datasets
+    import huggingface_hub
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # read errors are reported as DataError
+    huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, likewise
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
 
 
