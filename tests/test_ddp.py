@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from conftest import cli_env, wandb_env
 from standins.sigopt_server import SigOptStandIn
+from standins.wandb_server import WandbStandIn
 from test_search import FAILING_MODEL
 
 TIME_BOX = 180
@@ -23,7 +24,8 @@ def torchrun(tmp_path: Path, *overrides: str, nproc: int = 2, name: str = "run",
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "hpsearch",
         f"hydra.run.dir={tmp_path / name}", "training.ddp_timeout=20", "progress=false", *overrides,
     ]
-    return subprocess.run(command, cwd=tmp_path, env=cli_env(**env), capture_output=True, text=True, timeout=TIME_BOX)
+    loopback = {"GLOO_SOCKET_IFNAME": "lo"}  # keep gloo's traffic on 127.0.0.1
+    return subprocess.run(command, cwd=tmp_path, env=cli_env(**loopback, **env), capture_output=True, text=True, timeout=TIME_BOX)
 
 
 def trials(run_dir: Path) -> list[dict[str, str]]:
@@ -106,6 +108,15 @@ def test_sigopt_via_its_stand_in(tmp_path: Path) -> None:
         (observations,) = server.observations.values()
     assert len(observations) == 3  # only rank zero talks to SigOpt
     assert_ranks_agree(tmp_path / "run", 3)
+
+
+def test_wandb_via_its_stand_in(tmp_path: Path) -> None:
+    with WandbStandIn() as server:
+        done = torchrun(tmp_path, "experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=2", **wandb_env(server))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert server.operations.count("Heartbeat") == 2  # only rank zero runs an agent
+    assert_ranks_agree(tmp_path / "run", 2)
+    assert len([row for row in trials(tmp_path / "run") if row["state"] == "COMPLETE"]) == 2
 
 
 def test_objectives_match_between_world_size_one_and_two(tmp_path: Path) -> None:

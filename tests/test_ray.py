@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import sys
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +57,25 @@ def test_smoke_search_on_a_local_ray_runtime(cli: Callable[..., subprocess.Compl
     assert (tmp_path / "run" / "ray" / "smoke").is_dir()  # Ray's results live under the run directory
     assert not (tmp_path / "home" / "ray_results").exists()
     assert (tmp_path / "run" / "best.json").is_file()
+
+
+def test_joins_an_existing_ray_cluster(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats"]
+    # loopback only, and no auth token to hand over: a throw-away cluster for this test
+    local = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    subprocess.run(start, check=True, capture_output=True, timeout=120, env=local)
+    try:
+        done = cli("experiment=smoke", "backend=ray", "n_trials=2", f"backend.address=127.0.0.1:{port}",
+                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert [row["state"] for row in csv.DictReader((tmp_path / "run" / "trials.csv").open())] == ["COMPLETE"] * 2
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=local)
 
 
 def test_asha_stops_weak_trials_early(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:

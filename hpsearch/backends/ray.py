@@ -31,6 +31,7 @@ schedule is rebased onto the new rate), and only parameters that act during trai
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -201,6 +202,8 @@ class RayBackend(Backend):
         if ray.is_initialized():
             return False
         address = settings.get("address")
+        if not address:  # a local runtime serves only this machine: keep it on the loopback interface
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         try:
             ray.init(
                 address=address or None,
