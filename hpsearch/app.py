@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,9 +21,6 @@ from hpsearch.objective import Objectives
 from hpsearch.progress import SearchProgress
 from hpsearch.results import SearchResult, read_best_yaml, write_results
 from hpsearch.space import SearchSpace
-
-log = logging.getLogger("hpsearch")
-
 
 class SearchAborted(HPSearchError, RuntimeError):
     """More trials failed than ``max_failures`` allows."""
