@@ -70,7 +70,7 @@ def _bert_tokenizer(backend: Any) -> PreTrainedTokenizerFast:
 def wordpiece_tokenizer(corpus: str, text_column: str = "text", vocab_size: int = 2000) -> PreTrainedTokenizerFast:
     """A lower-cased WordPiece tokenizer trained locally on a csv corpus's text column (no labels are read)."""
     import pandas as pd
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     texts = pd.read_csv(resolve_location(corpus, "model.tokenizer.corpus"), usecols=[text_column])[text_column]
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))

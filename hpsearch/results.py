@@ -122,7 +122,8 @@ def write_results(
         if pareto_numbers is None:
             front = pareto_front(trials, objectives.directions)
         else:
-            front = [t for t in trials if t.number in set(pareto_numbers)]
+            on_front = set(pareto_numbers)
+            front = [t for t in trials if t.number in on_front]
         (run_dir / PARETO_JSON).write_text(
             json.dumps(
                 [

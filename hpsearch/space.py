@@ -62,6 +62,11 @@ class FloatParam:
                     f"high - low must be a multiple of step (low={self.low}, high={self.high}, step={self.step})",
                 )
 
+    @property
+    def on_multiples_of_step(self) -> bool:
+        """Stepped, with low a multiple of step: rounding to multiples of step (Ray, W&B) stays on this grid."""
+        return self.step is not None and _is_multiple(self.low, self.step)
+
     def values(self) -> list[float]:
         """The stepped values low, low + step, ..., high."""
         assert self.step is not None

@@ -69,6 +69,7 @@ class SearchTrainer(Trainer):
         self.coordinator: Coordinator | None = None  # set under torchrun
         self.rank_reports: list[list[Any]] = []  # rank zero: every rank's (state, error, trained values) per trial
         self._latest_metrics: dict[str, float] | None = None
+        self._measured_model: dict[str, float] | None = None  # per trial: the architecture does not change
 
     def _init_model(self, trial: Any) -> Any:
         if trial is None:  # Trainer.__init__ builds one model up front: a config check before any trial
@@ -121,6 +122,7 @@ class SearchTrainer(Trainer):
         started = time.perf_counter()
         self.objective = None
         self._latest_metrics = None
+        self._measured_model = None
         self._current_params = {}
         output, values, metrics, error, raised = None, None, None, None, None
         try:
@@ -173,6 +175,8 @@ class SearchTrainer(Trainer):
         wanted = self.objectives.model_metrics
         if not wanted:
             return {}
+        if self._measured_model is not None:  # measured at an earlier in-training evaluation
+            return self._measured_model
         model = self.accelerator.unwrap_model(self.model)
         measured = {"model_num_parameters": float(sum(p.numel() for p in model.parameters()))}
         if "model_latency_ms" in wanted:
@@ -186,6 +190,7 @@ class SearchTrainer(Trainer):
                     model(**batch)
                     timings.append((time.perf_counter() - started) * 1000)
             measured["model_latency_ms"] = float(statistics.median(timings[1:]))
+        self._measured_model = measured
         return measured
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:

@@ -207,7 +207,6 @@ class OptunaBackend(Backend):
     def _search_distributed(job: SearchJob, study: optuna.Study, sampler: Any, pruner: Any, remaining: int) -> None:
         """Under torchrun, rank zero drives the study itself: transformers' DDP path makes the other ranks
         count trials on their own, which deadlocks on pruning and failures (see hpsearch.distributed)."""
-        import optuna
         from transformers.trainer_utils import HPSearchBackend
 
         study.sampler, study.pruner = sampler, pruner

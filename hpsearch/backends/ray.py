@@ -30,7 +30,6 @@ schedule is rebased onto the new rate), and only parameters that act during trai
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -49,11 +48,6 @@ SEARCH_ALGORITHMS = ("basic", "optuna")
 DONE_FLAG = "hpsearch_done"  # set in a trial's final report; a trial stopped early by a scheduler lacks it
 
 
-def _is_multiple(value: float, step: float) -> bool:
-    ratio = value / step
-    return math.isclose(ratio, round(ratio), abs_tol=1e-9)
-
-
 def domain(param: Param) -> Any:
     """The Ray Tune search domain of a neutral parameter (a plain value for fixed ones)."""
     from ray import tune
@@ -67,7 +61,7 @@ def domain(param: Param) -> Any:
             return tune.loguniform(param.low, param.high)
         if param.step is None:
             return tune.uniform(param.low, param.high)
-        if _is_multiple(param.low, param.step):
+        if param.on_multiples_of_step:
             return tune.quniform(param.low, param.high, param.step)
         return tune.choice(param.values())
     assert isinstance(param, IntParam)

@@ -30,7 +30,6 @@ sweep, so agents on several machines share it; otherwise the sweep created for `
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,7 +55,7 @@ def sweep_parameter(param: Param) -> dict[str, Any]:
             return {"distribution": "log_uniform_values", "min": param.low, "max": param.high}
         if param.step is None:
             return {"distribution": "uniform", "min": param.low, "max": param.high}
-        if math.isclose(param.low / param.step, round(param.low / param.step), abs_tol=1e-9):
+        if param.on_multiples_of_step:
             return {"distribution": "q_uniform", "min": param.low, "max": param.high, "q": param.step}
         return {"values": param.values()}
     assert isinstance(param, IntParam)
