@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hpsearch.config import check_composes, check_group_choices, config_dir, redact_hydra_dir
-from hpsearch.errors import HPSearchError
+from hpsearch.config import check_composes, check_group_choices, config_dir, redact_hydra_dir, redact_text
+from hpsearch.errors import EXIT_INTERRUPTED, HPSearchError
 
 
 def _fail(message: str, code: int) -> None:
@@ -22,18 +23,26 @@ def _fail(message: str, code: int) -> None:
 def _task(cfg: DictConfig) -> None:
     from hpsearch.app import run
 
+    # Hydra has parsed the command line; libraries that record it (W&B's run metadata) see it masked.
+    sys.argv[:] = [redact_text(arg) for arg in sys.argv]
+    if _is_follower():
+        shutil.rmtree(cfg.run_dir, ignore_errors=True)  # Hydra's scratch run directory: nothing goes there
     redact_hydra_dir(Path(cfg.run_dir) / ".hydra")
     try:
         run(cfg)
     except HPSearchError as error:
         _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted; the study is saved, rerun the same command to resume it", 130)
+        _fail("interrupted; the study is saved, rerun the same command to resume it", EXIT_INTERRUPTED)
+
+
+def _is_follower() -> bool:
+    return int(os.environ.get("RANK", "0")) != 0
 
 
 def _follower_overrides() -> list[str]:
     """Under torchrun only rank zero writes a run directory and logs; the others write nothing."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    if not _is_follower():
         return []
     scratch = tempfile.mkdtemp(prefix=f"hpsearch-rank{os.environ['RANK']}-")
     return [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import json
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.backends import get_backend
-from hpsearch.backends.base import FailureBudget, SearchJob
+from hpsearch.backends.base import Backend, SearchJob
 from hpsearch.config import save_resolved
-from hpsearch.distributed import CollectiveTimeout, Coordinator, world_size
-from hpsearch.errors import ConfigError, HPSearchError, first_line
+from hpsearch.distributed import Coordinator, world_size
+from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, SearchAborted, first_line
+from hpsearch.loop import FailureBudget, Listener, TrialLoop
 from hpsearch.objective import Objectives
 from hpsearch.progress import SearchProgress
-from hpsearch.results import SearchResult, read_best_yaml, write_results
+from hpsearch.rerun import rerun_space
+from hpsearch.results import write_results
 from hpsearch.space import SearchSpace
-
-class SearchAborted(HPSearchError, RuntimeError):
-    """More trials failed than ``max_failures`` allows."""
-
-    exit_code = 1
+from hpsearch.trials import SearchResult
 
 
 def _positive_int(cfg: DictConfig, key: str, minimum: int) -> int:
@@ -48,21 +45,6 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
 
 
-def _training_arguments(training: Mapping[str, Any], run_dir: Path, seed: int) -> Any:
-    from transformers import TrainingArguments
-
-    from hpsearch.trainer import TRAINING_ARGUMENT_FIELDS
-
-    for key in training:
-        if key not in TRAINING_ARGUMENT_FIELDS:
-            raise ConfigError(f"training.{key}: not a TrainingArguments field; fix or remove it")
-    options = {"output_dir": str(run_dir / "trials"), "seed": seed, **training}
-    try:
-        return TrainingArguments(**options)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"training: invalid TrainingArguments ({first_line(error)})") from None
-
-
 def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
@@ -75,13 +57,7 @@ def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
 
 def search_space(cfg: DictConfig) -> SearchSpace:
     space = SearchSpace.from_config(OmegaConf.to_container(cfg.space, resolve=True))
-    if cfg.get("rerun"):
-        best = read_best_yaml(Path(cfg.rerun))
-        missing = [name for name in space.names if name not in best]
-        if missing:
-            raise ConfigError(f"rerun: {cfg.rerun} has no value for {missing}; re-run with the search's own space")
-        space = space.fixed(best)
-    return space
+    return rerun_space(space, Path(cfg.rerun)) if cfg.get("rerun") else space
 
 
 def run(cfg: DictConfig) -> SearchResult | None:
@@ -100,32 +76,28 @@ def run(cfg: DictConfig) -> SearchResult | None:
     settings = OmegaConf.to_container(cfg.backend, resolve=True)
     training = OmegaConf.to_container(cfg.training, resolve=True)
     backend.validate(settings, objectives, training)
-    coordinator = _coordinator(backend.name, training)
+    coordinator = _coordinator(backend, training)
     leader = coordinator is None or coordinator.is_leader
-    tracker = _tracker(cfg, run_dir, objectives) if leader else None
-    trainer = _build_trainer(cfg, training, space, objectives, run_dir, seed)
-    trainer.coordinator = coordinator
+    listeners = _tracking(cfg, backend, run_dir, objectives) if leader else []
+    trainer = _build_trainer(cfg, training, space, objectives, run_dir, seed, coordinator)
     if not leader:
         _follow(trainer, coordinator)
         return None
 
     save_resolved(cfg, run_dir / "config.yaml")
-    progress = SearchProgress(n_trials, objectives, enabled=cfg.get("progress", True))
     failures = FailureBudget(max_failures)
-    trainer.listeners += [failures, progress] + ([tracker] if tracker is not None else [])
+    loop = TrialLoop(trainer, n_trials, SearchProgress(n_trials, objectives, enabled=cfg.get("progress", True)), failures, listeners)
     job = SearchJob(
-        trainer=trainer,
+        loop=loop,
         space=space,
         objectives=objectives,
         n_trials=n_trials,
         seed=seed,
         study_name=str(cfg.study_name) + ("-rerun" if cfg.get("rerun") else ""),
         storage=_storage_url(cfg, run_dir),
-        state_dir=Path(cfg.storage_dir).expanduser().resolve(),
+        state_dir=_state_dir(cfg, run_dir),
         run_dir=run_dir,
         settings=settings,
-        progress=progress,
-        failures=failures,
     )
     # Library objects live for the whole search; freezing them keeps each trial's gc.collect() cheap.
     gc.collect()
@@ -137,17 +109,18 @@ def run(cfg: DictConfig) -> SearchResult | None:
         raise
     finally:
         gc.unfreeze()
-        progress.close()
+        loop.progress.close()
         if coordinator is not None:
             coordinator.decide(("stop",))
             coordinator.close()
+        if trainer.rank_reports:
             _write_rank_reports(run_dir, trainer.rank_reports)
         records = backend.records(job)
-        front = backend.pareto_numbers(job) if objectives.is_multi else None
+        front = backend.pareto_numbers(job, records) if objectives.is_multi else None
         result = write_results(run_dir, records, space.names, objectives, front)
     backend.finish(job, result)
-    if tracker is not None:
-        tracker.finish(result)
+    for listener in listeners:
+        getattr(listener, "finish", lambda result: None)(result)
     if failures.exceeded:
         raise SearchAborted(
             f"max_failures: {failures.count} trials failed (max_failures={max_failures}); last error: "
@@ -158,7 +131,13 @@ def run(cfg: DictConfig) -> SearchResult | None:
 
 
 def _build_trainer(
-    cfg: DictConfig, training: dict[str, Any], space: SearchSpace, objectives: Objectives, run_dir: Path, seed: int
+    cfg: DictConfig,
+    training: dict[str, Any],
+    space: SearchSpace,
+    objectives: Objectives,
+    run_dir: Path,
+    seed: int,
+    coordinator: Coordinator | None,
 ) -> Any:
     """Tokenizer, data (tokenised once) and the trainer every trial reuses."""
     _quiet_libraries()
@@ -167,8 +146,10 @@ def _build_trainer(
     from hpsearch.data import read_data, tokenize_data
     from hpsearch.model import ModelInit
     from hpsearch.trainer import SearchTrainer, check_space_routing
+    from hpsearch.training import check_training, training_arguments
 
-    args = _training_arguments(training, run_dir, seed)
+    check_training(training, space.names)
+    args = training_arguments(training, run_dir, seed)
     target = _instantiate(cfg.model.model_init, "model.model_init", _partial_=True)
     probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": None})
     check_space_routing(space, probe)  # before loading anything: a misrouted parameter is a config error
@@ -179,6 +160,7 @@ def _build_trainer(
         hpsearch_model_init=ModelInit.build(target, {**data.model_context, "tokenizer": tokenizer}),
         space=space,
         objectives=objectives,
+        coordinator=coordinator,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
@@ -189,15 +171,18 @@ def _build_trainer(
     return trainer
 
 
-def _coordinator(backend: str, training: dict[str, Any]) -> Coordinator | None:
+def _coordinator(backend: Backend, training: dict[str, Any]) -> Coordinator | None:
     """The DDP control channel under torchrun (WORLD_SIZE > 1), else None."""
     if world_size() <= 1:
         return None
-    if backend == "ray":
-        raise ConfigError(
-            "backend=ray: Ray starts its own workers, so it does not run under torchrun; run "
-            "'python -m hpsearch backend=ray' and give each trial devices with backend.resources_per_trial"
-        )
+    if not backend.runs_under_torchrun:
+        raise ConfigError(f"backend={backend.name}: {backend.torchrun_hint}")
+    import torch
+
+    if not torch.cuda.is_available():
+        # transformers wraps the model in DistributedDataParallel on CPU only with use_cpu: without it every
+        # rank would train its own copy, with no gradient all-reduce.
+        training["use_cpu"] = True
     return Coordinator(timeout_s=float(training.get("ddp_timeout") or 1800), use_cpu=bool(training.get("use_cpu")))
 
 
@@ -209,35 +194,42 @@ def _follow(trainer: Any, coordinator: Coordinator) -> None:
 
 
 def _write_rank_reports(run_dir: Path, reports: list[list[Any]]) -> None:
-    """``ranks.jsonl``: per trial, what each rank trained and how it ended, for checking DDP runs."""
+    """``ranks.jsonl``: per trial, what each rank trained, how it ended, and its model afterwards (wrapper class,
+    parameter checksum: equal on every rank when DDP kept them in sync), for checking DDP runs."""
     lines = [
-        json.dumps({"trial": index, "rank": rank, "state": state, "error": error, "trained": trained}, default=str)
+        json.dumps({"trial": index, "rank": rank, "state": state, "error": error, "trained": trained, **model}, default=str)
         for index, trial_reports in enumerate(reports)
-        for rank, (state, error, trained) in enumerate(trial_reports)
+        for rank, (state, error, trained, model) in enumerate(trial_reports)
     ]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "ranks.jsonl").write_text("".join(line + "\n" for line in lines))
 
 
-def _tracker(cfg: DictConfig, run_dir: Path, objectives: Objectives) -> Any:
-    """``tracking=wandb`` logs trials as W&B runs; the W&B backend does so itself."""
+def _tracking(cfg: DictConfig, backend: Backend, run_dir: Path, objectives: Objectives) -> list[Listener]:
+    """``tracking=wandb`` logs trials as W&B runs, unless the backend does so itself."""
     tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
-    if tracking.get("name", "none") == "none" or cfg.backend.name == "wandb":
-        return None
+    if tracking.get("name", "none") == "none" or backend.logs_wandb_runs:
+        return []
     if tracking["name"] != "wandb":
         raise ConfigError(f"tracking: unknown tracking {tracking['name']!r}; choose none or wandb")
-    from hpsearch.tracking import WandbTracker
+    from hpsearch.wandb_tracking import WandbTracker
 
-    return WandbTracker(tracking, str(cfg.study_name), str(cfg.backend.name), objectives, run_dir)
+    return [WandbTracker(tracking, str(cfg.study_name), backend.name, objectives, run_dir)]
+
+
+def _state_dir(cfg: DictConfig, run_dir: Path) -> Path:
+    if cfg.get("rerun"):  # a re-run is one fresh trial, never a resume of the search's own study
+        return (run_dir / "rerun-state").resolve()
+    return Path(cfg.storage_dir).expanduser().resolve()
 
 
 def _storage_url(cfg: DictConfig, run_dir: Path) -> str:
-    if cfg.get("rerun"):  # a re-run is one fresh trial, never a resume of the search's own study
+    if cfg.get("rerun"):
         run_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{run_dir.resolve() / 'rerun.db'}"
     if cfg.get("storage"):
         return str(cfg.storage)
-    folder = Path(cfg.storage_dir).expanduser().resolve()
+    folder = _state_dir(cfg, run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / (str(cfg.study_name) + '.db')}"
 

@@ -14,8 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from hpsearch.errors import ConfigError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.IGNORECASE)
-SECRET_ASSIGNMENT = re.compile(r"((?:api[_-]?key|token|secret|password|passwd)[\w.-]*=)\S+", re.IGNORECASE)
+# A secret's name ends with one of these words (``hub_token``, ``wandb_api_key``, ``password``); a name that
+# merely contains one (``tokenizer``, ``average_tokens_across_devices``) is not a secret.
+_SECRET_WORD = r"(?:api[_-]?key|token|secret|password|passwd)"
+SECRET_KEY = re.compile(rf"(?:^|[_.-]){_SECRET_WORD}$", re.IGNORECASE)
+SECRET_ASSIGNMENT = re.compile(rf"((?<![\w.-])(?:[\w.-]*[_.-])?{_SECRET_WORD}=)\S+", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 SECRET_ENV = ("WANDB_API_KEY", "SIGOPT_API_TOKEN", "SIGOPT_TOKEN")
 REDACTED = "***"
 _NOISE = ("full_key:", "object_type=", "reference_type=")
@@ -70,18 +74,26 @@ def _redact(node: Any, secrets: list[str]) -> Any:
     if isinstance(node, list):
         return [_redact(item, secrets) for item in node]
     if isinstance(node, str):
-        for secret in secrets:
-            node = node.replace(secret, REDACTED)
-        node = SECRET_ASSIGNMENT.sub(rf"\g<1>{REDACTED}", node)
-        return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", rf"\g<1>{REDACTED}@", node)
+        return redact_text(node, secrets)
     return node
+
+
+def _secret_env_values() -> list[str]:
+    return [os.environ[name] for name in SECRET_ENV if os.environ.get(name)]
+
+
+def redact_text(text: str, secrets: list[str] | None = None) -> str:
+    """``text`` with secret env values, ``*token=...``-style assignments and URL passwords masked."""
+    for secret in _secret_env_values() if secrets is None else secrets:
+        text = text.replace(secret, REDACTED)
+    text = SECRET_ASSIGNMENT.sub(rf"\g<1>{REDACTED}", text)
+    return URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", text)
 
 
 def redacted(config: Any) -> Any:
     """A resolved plain copy with secret-named keys, secret env values and URL passwords masked."""
     plain = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
-    secrets = [os.environ[name] for name in SECRET_ENV if os.environ.get(name)]
-    return _redact(plain, secrets)
+    return _redact(plain, _secret_env_values())
 
 
 def save_resolved(config: DictConfig, path: Path) -> None:

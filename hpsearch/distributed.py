@@ -5,8 +5,12 @@ group, with a bounded timeout, it broadcasts its decisions and gathers each rank
 
 - ``("trial", params)``: the next trial's hyperparameters; every rank builds its model from them and trains;
 - ``("continue",)`` / ``("prune",)``: after each in-training evaluation, whether to stop this trial now;
-- after each trial, every rank reports ``(state, error, params)``; a failure on any rank fails the trial
-  for all (a rank stuck in a training collective instead times out: the job then exits non-zero);
+- after each trial, every rank reports ``(state, error, params, model facts)``; a failure on any rank fails
+  the trial for all;
+- a rank that raises mid-training (when the others may be waiting in a gradient all-reduce) leaves the job
+  at once, rank zero after recording the trial as failed; torchrun then stops the group, or restarts it
+  under ``--max-restarts`` and the restarted rank zero resumes the study. Rank zero ignores torchrun's
+  SIGTERM, so that it records the trial it was training: the other ranks' exit ends its collectives;
 - ``("stop",)``: no more trials; then a barrier, so no rank exits while another still talks.
 
 Non-zero ranks never count trials themselves, so optuna timeouts, resumed studies and pruning cannot
@@ -16,18 +20,13 @@ make them disagree with rank zero. ``training.ddp_timeout`` bounds every collect
 from __future__ import annotations
 
 import os
+import signal
 from datetime import timedelta
 from typing import Any
 
-from hpsearch.errors import HPSearchError
+from hpsearch.errors import CollectiveTimeout
 
 Message = tuple[Any, ...]
-
-
-class CollectiveTimeout(HPSearchError, TimeoutError):
-    """A rank did not reach a collective in time: another rank crashed or hangs."""
-
-    exit_code = 1
 
 
 def world_size() -> int:
@@ -50,10 +49,16 @@ class Coordinator:
         if not dist.is_initialized():
             # Initialised here, before TrainingArguments, so the timeout applies to gloo as well as NCCL.
             backend = "nccl" if torch.cuda.is_available() and not use_cpu else "gloo"
-            dist.init_process_group(backend=backend, timeout=self.timeout)
+            store, rank, size = next(dist.rendezvous("env://", timeout=self.timeout))
+            # torchrun keeps its store across --max-restarts: a group restarted with the same keys would
+            # read the previous attempt's (dead) addresses, so each attempt gets keys of its own.
+            attempt = dist.PrefixStore(f"hpsearch/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+            dist.init_process_group(backend=backend, store=attempt, rank=rank, world_size=size, timeout=self.timeout)
         self.group = dist.new_group(backend="gloo", timeout=self.timeout)
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
+        if self.is_leader:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     @property
     def is_leader(self) -> bool:

@@ -1,12 +1,33 @@
-"""Error hierarchy: every class also inherits the builtin a caller would expect."""
+"""Error hierarchy and exit codes: every class also inherits the builtin a caller would expect.
+
+Exit codes of ``python -m hpsearch`` (each error class carries its own):
+
+====  ==============================================================================
+code  meaning
+====  ==============================================================================
+0     the search finished
+1     an unexpected error (a bug: Python's own code for an uncaught exception)
+2     a config error: a key holds a value hpsearch cannot use, or a package is missing
+3     a backend or storage is unavailable (a server or database cannot be reached)
+4     too many failed trials (more than ``max_failures``)
+5     a DDP rank was lost (a crash or hang on another rank; see ``training.ddp_timeout``)
+130   interrupted (Ctrl-C or SIGTERM); the study is saved
+====  ==============================================================================
+"""
 
 from __future__ import annotations
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+EXIT_TOO_MANY_FAILURES = 4
+EXIT_RANK_LOST = 5
+EXIT_INTERRUPTED = 130
 
 
 class HPSearchError(Exception):
     """Base class. Its message is one line that names the config key and the fix."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
 
 
 class ConfigError(HPSearchError, ValueError):
@@ -34,9 +55,21 @@ class MissingPackageError(HPSearchError, ImportError):
 
 
 class BackendUnavailableError(HPSearchError, ConnectionError):
-    """A backend's server cannot be reached."""
+    """A backend's server or the study's storage cannot be reached."""
 
-    exit_code = 1
+    exit_code = EXIT_UNAVAILABLE
+
+
+class SearchAborted(HPSearchError, RuntimeError):
+    """More trials failed than ``max_failures`` allows."""
+
+    exit_code = EXIT_TOO_MANY_FAILURES
+
+
+class CollectiveTimeout(HPSearchError, TimeoutError):
+    """A DDP rank did not reach a collective in time: another rank crashed or hangs."""
+
+    exit_code = EXIT_RANK_LOST
 
 
 class TrialFailed(HPSearchError, RuntimeError):

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from hpsearch.errors import ObjectiveError
+from hpsearch.model_metrics import MODEL_METRICS
+from hpsearch.trials import TrialRecord
 
 DIRECTIONS = ("minimize", "maximize")
 
@@ -36,8 +38,6 @@ def macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"accuracy": accuracy, "f1": macro_f1}
-# Measured on the trained model rather than on predictions, for accuracy-vs-cost searches.
-MODEL_METRICS = ("model_num_parameters", "model_latency_ms")
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,25 @@ class Objectives:
 
 def _eval_name(metric: str) -> str:
     return metric if metric.startswith("eval_") or metric in MODEL_METRICS else f"eval_{metric}"
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """True when ``a`` is no worse than ``b`` in every objective and better in one."""
+    signs = [1.0 if direction == "maximize" else -1.0 for direction in directions]
+    no_worse = all(s * x >= s * y for s, x, y in zip(signs, a, b))
+    better = any(s * x > s * y for s, x, y in zip(signs, a, b))
+    return no_worse and better
+
+
+def pareto_front(trials: Sequence[TrialRecord], directions: Sequence[str]) -> list[TrialRecord]:
+    """The non-dominated completed trials."""
+    complete = [t for t in trials if t.is_complete]
+    return [t for t in complete if not any(dominates(o.values, t.values, directions) for o in complete)]
+
+
+def best_trial(trials: Sequence[TrialRecord], objectives: Objectives) -> TrialRecord | None:
+    best = None
+    for trial in trials:
+        if trial.is_complete and objectives.is_better(trial.values, best.values if best else None):
+            best = trial
+    return best

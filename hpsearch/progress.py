@@ -8,7 +8,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from hpsearch.objective import Objectives
-from hpsearch.results import TrialOutcome
+from hpsearch.trials import TrialOutcome, TrialState
 
 
 def _format(value: Any) -> str:
@@ -16,7 +16,7 @@ def _format(value: Any) -> str:
 
 
 class SearchProgress:
-    """A trainer listener; only the process that owns the search shows it."""
+    """A trial-loop listener; only the process that owns the search shows it."""
 
     def __init__(self, n_trials: int, objectives: Objectives, enabled: bool = True) -> None:
         self.objectives = objectives
@@ -32,10 +32,10 @@ class SearchProgress:
             disable=not self.enabled, dynamic_ncols=True,
         )
 
-    def __call__(self, trial: Any, outcome: TrialOutcome) -> None:
+    def __call__(self, outcome: TrialOutcome) -> None:
         if self.bar is None or self.bar.disable:
             return
-        if outcome.state == "COMPLETE" and not self.objectives.is_multi and self.objectives.is_better(outcome.values, self.best):
+        if outcome.state is TrialState.COMPLETE and not self.objectives.is_multi and self.objectives.is_better(outcome.values, self.best):
             self.best = outcome.values
         result = (
             ", ".join(f"{n}={_format(v)}" for n, v in zip(self.objectives.names, outcome.values))
@@ -43,7 +43,7 @@ class SearchProgress:
             else outcome.error or ""
         )
         params = " ".join(f"{k}={_format(v)}" for k, v in outcome.params.items())
-        self.bar.write(f"trial {outcome.state:<8} {result}  [{params}]  {outcome.duration_s:.1f}s", file=sys.stderr)
+        self.bar.write(f"trial {outcome.state.value:<8} {result}  [{params}]  {outcome.duration_s:.1f}s", file=sys.stderr)
         self.bar.update(1)
         if self.best is not None:
             self.bar.set_postfix({f"best {self.objectives.names[0]}": _format(self.best[0])})

@@ -1,77 +1,23 @@
-"""Backend-neutral trial records and the files a search leaves in its run directory."""
+"""The files a search leaves in its run directory: trials.csv, best.json and its YAML, pareto.json and .png."""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hpsearch.errors import ConfigError
-from hpsearch.objective import Objectives
+from hpsearch.objective import Objectives, best_trial, pareto_front
+from hpsearch.trials import SearchResult, TrialRecord
 
 TRIALS_CSV = "trials.csv"
 BEST_JSON = "best.json"
 BEST_YAML = "best_hyperparameters.yaml"
 PARETO_JSON = "pareto.json"
 PARETO_PNG = "pareto.png"
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    state: str  # COMPLETE, PRUNED, FAIL or RUNNING
-    values: list[float] | None
-    params: dict[str, Any]
-    metrics: dict[str, float] = field(default_factory=dict)
-    duration_s: float | None = None
-
-    @property
-    def is_complete(self) -> bool:
-        return self.state == "COMPLETE" and self.values is not None and not any(math.isnan(v) for v in self.values)
-
-
-@dataclass
-class TrialOutcome:
-    params: dict[str, Any]
-    state: str  # COMPLETE, PRUNED or FAIL
-    values: list[float] | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    duration_s: float = 0.0
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    trials: list[TrialRecord]
-    best: TrialRecord | None
-    pareto: list[TrialRecord]
-
-
-def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    """True when ``a`` is no worse than ``b`` in every objective and better in one."""
-    signs = [1.0 if direction == "maximize" else -1.0 for direction in directions]
-    no_worse = all(s * x >= s * y for s, x, y in zip(signs, a, b))
-    better = any(s * x > s * y for s, x, y in zip(signs, a, b))
-    return no_worse and better
-
-
-def pareto_front(trials: Sequence[TrialRecord], directions: Sequence[str]) -> list[TrialRecord]:
-    complete = [t for t in trials if t.is_complete]
-    return [t for t in complete if not any(dominates(o.values, t.values, directions) for o in complete)]
-
-
-def best_trial(trials: Sequence[TrialRecord], objectives: Objectives) -> TrialRecord | None:
-    best = None
-    for trial in trials:
-        if trial.is_complete and objectives.is_better(trial.values, best.values if best else None):
-            best = trial
-    return best
 
 
 def _objective_columns(objectives: Objectives) -> list[str]:
@@ -89,7 +35,7 @@ def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: lis
             writer.writerow(
                 [
                     trial.number,
-                    trial.state,
+                    trial.state.value,
                     *values,
                     *(trial.params.get(name) for name in param_names),
                     *(trial.metrics.get(name) for name in metric_names),
@@ -148,14 +94,6 @@ def write_best_yaml(path: Path, best: TrialRecord) -> None:
         f"#   rerun={path.resolve()}\n"
     )
     path.write_text(header + yaml.safe_dump({"trial": best.number, "hyperparameters": best.params}, sort_keys=True))
-
-
-def read_best_yaml(path: Path) -> dict[str, Any]:
-    try:
-        content = yaml.safe_load(path.read_text())
-        return dict(content["hyperparameters"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
-        raise ConfigError(f"rerun: cannot read hyperparameters from {str(path)!r} ({error}); fix the path") from None
 
 
 def plot_pareto(path: Path, trials: Sequence[TrialRecord], front: Sequence[TrialRecord], objectives: Objectives) -> None:

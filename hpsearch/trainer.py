@@ -3,32 +3,28 @@
 It turns a backend's trial into typed hyperparameters, routes each one to ``TrainingArguments`` or to
 ``model_init``, always ends with the evaluation metrics and objective, and turns a trial's failure
 (an exception or a NaN objective) into ``TrialFailed`` so backends can record it and go on.
+A backend hands it what it needs for a search in one place: ``attach(TrialHooks(...))``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import math
-import statistics
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from hpsearch.distributed import Coordinator
-from hpsearch.errors import ConfigError, HPSearchError, TrialFailed, first_line
+from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, TrialFailed, first_line
 from hpsearch.model import ModelInit
+from hpsearch.model_metrics import MODEL_METRICS
 from hpsearch.objective import Objectives
-from hpsearch.results import TrialOutcome
 from hpsearch.space import SearchSpace
-
-LATENCY_REPEATS = 5
-TRAINING_ARGUMENT_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainingArguments))
-
-
-TrialListener = Callable[[Any, TrialOutcome], None]
+from hpsearch.training import TRAINING_ARGUMENT_FIELDS
+from hpsearch.trials import TrialOutcome, TrialState
 
 
 def check_space_routing(space: SearchSpace, model_init: ModelInit) -> None:
@@ -45,6 +41,32 @@ class TrialPruned(Exception):
     """Raised on a non-zero rank when rank zero pruned the trial (optuna's own class on rank zero)."""
 
 
+@dataclass(frozen=True)
+class TrialHooks:
+    """What a backend hands the trainer for a search; ``SearchTrainer.attach`` is the only way in.
+
+    ``assign`` turns the backend's trial object into typed hyperparameters (transformers' own search loop
+    passes optuna trials); ``report`` receives every in-training evaluation as ``(trial, step, metrics)`` and
+    may raise a prune signal (None: transformers' own reporting, i.e. optuna pruning); ``finished`` receives
+    each trial's outcome, exactly once.
+    """
+
+    assign: Callable[[Any], dict[str, Any]] | None = None
+    report: Callable[[Any, int, dict[str, float]], None] | None = None
+    finished: Callable[[Any, TrialOutcome], None] | None = None
+
+
+class Assigned(dict):
+    """Typed hyperparameters the backend already chose, with ``handle``, the backend's own trial object.
+
+    A dict, as transformers expects of any trial that is not optuna's.
+    """
+
+    def __init__(self, params: Mapping[str, Any], handle: Any = None) -> None:
+        super().__init__(params)
+        self.handle = handle
+
+
 class SearchTrainer(Trainer):
     def __init__(
         self,
@@ -52,24 +74,24 @@ class SearchTrainer(Trainer):
         hpsearch_model_init: ModelInit,
         space: SearchSpace,
         objectives: Objectives,
+        coordinator: Coordinator | None = None,
         **kwargs: Any,
     ) -> None:
         self.hpsearch_model_init = hpsearch_model_init
         self.space = space
         self.objectives = objectives
+        self.coordinator = coordinator  # set under torchrun
+        self.hooks = TrialHooks()
         self._current_params: dict[str, Any] = {}
         super().__init__(model_init=self._init_model, compute_metrics=objectives.compute_metrics, **kwargs)
-        self.compute_objective = objectives.compute_objective
-        # Backends replace this: optuna turns a Trial into values; dict trials are cast by the space.
-        self.assign: Callable[[Any], dict[str, Any]] = space.cast
-        # Optional in-training reporter (Ray); None keeps transformers' own (optuna pruning).
-        self.intermediate_reporter: Callable[[int, dict[str, float]], None] | None = None
-        self.listeners: list[TrialListener] = []
         self.latest_outcome: TrialOutcome | None = None
-        self.coordinator: Coordinator | None = None  # set under torchrun
         self.rank_reports: list[list[Any]] = []  # rank zero: every rank's (state, error, trained values) per trial
         self._latest_metrics: dict[str, float] | None = None
+        self._in_collectives = False
         self._measured_model: dict[str, float] | None = None  # per trial: the architecture does not change
+
+    def attach(self, hooks: TrialHooks) -> None:
+        self.hooks = hooks
 
     def _init_model(self, trial: Any) -> Any:
         if trial is None:  # Trainer.__init__ builds one model up front: a config check before any trial
@@ -80,10 +102,15 @@ class SearchTrainer(Trainer):
             except Exception as error:
                 raise ConfigError(f"model.model_init: building the model failed ({type(error).__name__}: {first_line(error)})") from None
         # transformers calls model_init before _hp_search_setup, so assign here first.
-        self._current_params = self.assign(trial)
+        if isinstance(trial, Assigned):
+            self._current_params = dict(trial)
+        else:
+            self._current_params = (self.hooks.assign or self.space.cast)(trial)
         if self.coordinator is not None and self.coordinator.is_leader:
             self.coordinator.decide(("trial", self._current_params))
-        return self.hpsearch_model_init(self._current_params)
+        model = self.hpsearch_model_init(self._current_params)
+        self._in_collectives = self.coordinator is not None  # from here on, DDP ranks meet in collectives
+        return model
 
     def _hp_search_setup(self, trial: Any) -> None:
         self._trial = trial
@@ -104,8 +131,8 @@ class SearchTrainer(Trainer):
                 raise TrialPruned(f"rank zero pruned the trial at step {step}")
             return
         try:
-            if self.intermediate_reporter is not None:
-                self.intermediate_reporter(step, dict(metrics))
+            if self.hooks.report is not None:
+                self.hooks.report(trial.handle if isinstance(trial, Assigned) else trial, step, dict(metrics))
             else:
                 super()._report_to_hp_search(trial, step, metrics)
         except Exception as error:
@@ -124,39 +151,62 @@ class SearchTrainer(Trainer):
         self._latest_metrics = None
         self._measured_model = None
         self._current_params = {}
+        self._in_collectives = False
         output, values, metrics, error, raised = None, None, None, None, None
         try:
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
             metrics = dict(self._latest_metrics or self.evaluate())
             metrics.update(self._model_metrics())
             values = self.objectives.values(metrics)
-            state = "COMPLETE"
+            state = TrialState.COMPLETE
             if any(math.isnan(value) for value in values):
-                state, error = "FAIL", f"objective is NaN ({dict(zip(self.objectives.names, values))})"
+                state, error = TrialState.FAIL, f"objective is NaN ({dict(zip(self.objectives.names, values))})"
         except HPSearchError:
             raise
         except Exception as exception:
             raised = exception
-            state, error = ("PRUNED", None) if _is_prune_signal(exception) else ("FAIL", f"{type(exception).__name__}: {first_line(exception)}")
-        state, error = self._agree(state, error)
-        self._notify(trial, state, started, values=values if state == "COMPLETE" else None, metrics=metrics, error=error)
-        if state == "PRUNED":
+            if _is_prune_signal(exception):
+                state = TrialState.PRUNED
+            else:
+                state, error = TrialState.FAIL, f"{type(exception).__name__}: {first_line(exception)}"
+                if self._in_collectives:
+                    self._abandon(trial, error, started, exception)
+        state, error = self._agree(trial, state, error, started)
+        self._finish(trial, state, started, values=values if state is TrialState.COMPLETE else None, metrics=metrics, error=error)
+        if state is TrialState.PRUNED:
             raise raised if raised is not None else TrialPruned("pruned")
-        if state == "FAIL":
+        if state is TrialState.FAIL:
             raise TrialFailed(error) from raised
         self.objective = values if self.objectives.is_multi else values[0]
         return output
 
-    def _agree(self, state: str, error: str | None) -> tuple[str, str | None]:
+    def _abandon(self, trial: Any, error: str, started: float, exception: Exception) -> None:
+        """A rank raised mid-training under DDP: the other ranks may be waiting inside a gradient all-reduce
+        that will never complete, so this rank leaves the job at once (rank zero records the trial as failed
+        first). torchrun then stops the group, and with ``--max-restarts`` restarts it to resume the search."""
+        rank = self.coordinator.rank
+        if self.coordinator.is_leader:
+            self._finish(trial, TrialState.FAIL, started, error=f"rank {rank}: {error}")
+        raise CollectiveTimeout(
+            f"training.ddp_timeout: rank {rank} failed mid-training ({error}); torchrun stops the job, "
+            "or restarts it with --max-restarts"
+        ) from exception
+
+    def _agree(self, trial: Any, state: TrialState, error: str | None, started: float) -> tuple[TrialState, str | None]:
         """Under DDP, a trial failed anywhere failed everywhere; rank zero keeps every rank's report."""
         if self.coordinator is None:
             return state, error
-        reports = self.coordinator.gather((state, error, self._trained_values()))
+        try:
+            reports = self.coordinator.gather((state.value, error, self._trained_values(), self._model_facts()))
+        except CollectiveTimeout as lost:
+            # Another rank is gone: record the trial as failed before this rank gives up too.
+            self._finish(trial, TrialState.FAIL, started, error=f"{error or 'rank lost'}; {lost}")
+            raise
         if self.coordinator.is_leader:
             self.rank_reports.append(reports)
-        for index, (rank_state, rank_error, _) in enumerate(reports):
-            if rank_state == "FAIL":
-                return "FAIL", f"rank {index}: {rank_error}"
+        for index, (rank_state, rank_error, *_) in enumerate(reports):
+            if rank_state == TrialState.FAIL.value:
+                return TrialState.FAIL, f"rank {index}: {rank_error}"
         return state, error
 
     def _trained_values(self) -> dict[str, Any]:
@@ -170,28 +220,26 @@ class SearchTrainer(Trainer):
                 values[name] = getattr(config, name, value)
         return values
 
+    def _model_facts(self) -> dict[str, str]:
+        """The class that wrapped the model for training, and a checksum of its parameters."""
+        if self.model is None:
+            return {}
+        digest = hashlib.sha256()
+        for parameter in self.accelerator.unwrap_model(self.model).parameters():
+            digest.update(parameter.detach().cpu().numpy().tobytes())
+        return {"wrapper": type(self.model_wrapped).__name__, "checksum": digest.hexdigest()[:16]}
+
     def _model_metrics(self) -> dict[str, float]:
-        """Parameter count and median forward latency on one eval batch, when an objective asks for them."""
+        """The model-side metrics an objective asks for, measured once per trial on one eval batch."""
         wanted = self.objectives.model_metrics
         if not wanted:
             return {}
-        if self._measured_model is not None:  # measured at an earlier in-training evaluation
-            return self._measured_model
-        model = self.accelerator.unwrap_model(self.model)
-        measured = {"model_num_parameters": float(sum(p.numel() for p in model.parameters()))}
-        if "model_latency_ms" in wanted:
+        if self._measured_model is None:
+            model = self.accelerator.unwrap_model(self.model)
             batch = self._prepare_inputs(next(iter(self.get_eval_dataloader())))
             batch.pop("labels", None)
-            model.eval()
-            timings = []
-            with torch.inference_mode():
-                for _ in range(LATENCY_REPEATS + 1):  # the first pass warms up
-                    started = time.perf_counter()
-                    model(**batch)
-                    timings.append((time.perf_counter() - started) * 1000)
-            measured["model_latency_ms"] = float(statistics.median(timings[1:]))
-        self._measured_model = measured
-        return measured
+            self._measured_model = {name: MODEL_METRICS[name](model, batch) for name in wanted}
+        return self._measured_model
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         """Resuming another trial's checkpoint (Ray PBT's exploit step) keeps this trial's learning rate:
@@ -204,18 +252,22 @@ class SearchTrainer(Trainer):
             group["initial_lr"] = rate
         self.lr_scheduler.base_lrs = [rate] * len(self.optimizer.param_groups)
 
-    def run_trial(self, params: Mapping[str, Any], resume_from_checkpoint: str | None = None) -> TrialOutcome:
-        """Train one trial from typed values; a failed trial comes back as a FAIL outcome."""
+    def run_trial(self, params: Mapping[str, Any], handle: Any = None, resume_from_checkpoint: str | None = None) -> TrialOutcome:
+        """Train one trial from typed values; a failed or pruned trial comes back as its outcome."""
+        self.latest_outcome = None
         try:
-            self.train(resume_from_checkpoint=resume_from_checkpoint, trial=dict(params))
+            self.train(resume_from_checkpoint=resume_from_checkpoint, trial=Assigned(params, handle))
         except (TrialFailed, TrialPruned):
             pass
+        except Exception as error:
+            if not _is_prune_signal(error):
+                raise
         return self.latest_outcome
 
-    def _notify(
+    def _finish(
         self,
         trial: Any,
-        state: str,
+        state: TrialState,
         started: float,
         values: list[float] | None = None,
         metrics: Mapping[str, Any] | None = None,
@@ -224,8 +276,8 @@ class SearchTrainer(Trainer):
         numeric = {k: float(v) for k, v in (metrics or self._latest_metrics or {}).items() if isinstance(v, (int, float))}
         outcome = TrialOutcome(dict(self._current_params), state, values, numeric, time.perf_counter() - started, error)
         self.latest_outcome = outcome
-        for listener in self.listeners:
-            listener(trial, outcome)
+        if self.hooks.finished is not None:
+            self.hooks.finished(trial.handle if isinstance(trial, Assigned) else trial, outcome)
 
 
 def _is_prune_signal(error: BaseException) -> bool:

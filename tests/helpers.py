@@ -38,3 +38,28 @@ def rank_one_failing_tiny_bert(
     if os.environ.get("RANK") == "1":
         raise RuntimeError("injected failure on rank 1")
     return tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
+
+
+_models_built = 0
+
+
+def rank_one_fails_mid_trial_tiny_bert(
+    num_labels: int, id2label: dict, label2id: dict, tokenizer: Any, hidden_dropout_prob: float
+) -> Any:
+    """On rank 1 of torchrun's first attempt, the second trial's model raises at its third forward pass:
+    a crash mid-training, while rank 0 waits in the gradient all-reduce."""
+    import itertools
+    import os
+
+    global _models_built
+    _models_built += 1  # the first model is the Trainer's own check before any trial
+    model = tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
+    if os.environ.get("RANK") == "1" and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" and _models_built == 3:
+        forwards = itertools.count(1)
+
+        def fail_at_third_forward(module: Any, args: Any) -> None:
+            if next(forwards) == 3:
+                raise RuntimeError("injected failure on rank 1 at the third forward")
+
+        model.register_forward_pre_hook(fail_at_third_forward)
+    return model

@@ -41,7 +41,7 @@ def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.Completed
     assert secret not in done.stdout + done.stderr
 
 
-BAD_INPUTS = [
+BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
     (["backend=nope"], "backend: unknown backend 'nope'; choose one of"),
     (["experiment=nope"], "experiment: unknown experiment 'nope'; choose one of"),
     (["space.learning_rate.low=1.0"], "space.learning_rate: low must be <= high (low=1.0, high=0.01)"),
@@ -57,7 +57,11 @@ BAD_INPUTS = [
     (["training.learnin_rate=0.1"], "Could not override 'training.learnin_rate'; To append to your config use +training.learnin_rate=0.1; Key 'learnin_rate' is not in struct"),
     (["+training.learnin_rate=0.1"], "training.learnin_rate: not a TrainingArguments field"),
     (["storage=postgresql://u:pw@127.0.0.1:9/none"], "storage: cannot open postgresql://u:***@127.0.0.1:9/none"),
+    (["training.learning_rate=abc"], "training.learning_rate: 'abc' is not a valid float; fix the value"),
+    (["training.use_cpu=maybe"], "training.use_cpu: 'maybe' is not a valid bool; fix the value"),
+    (["training.per_device_train_batch_size=1.5"], "training.per_device_train_batch_size: 1.5 is not a valid int"),
 ]
+EXIT_CODES = {"storage=postgresql://u:pw@127.0.0.1:9/none": 3}  # backend or storage unavailable; the rest: config errors
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[o[0] for o, _ in BAD_INPUTS])
@@ -65,7 +69,7 @@ def test_bad_input_exits_with_one_clear_line(
     cli: Callable[..., subprocess.CompletedProcess[str]], overrides: list[str], message: str
 ) -> None:
     done = cli(*SMOKE, *overrides)
-    assert done.returncode != 0
+    assert done.returncode == EXIT_CODES.get(overrides[0], 2)
     lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("trials:")]
     assert lines == [lines[0]] and lines[0].startswith("hpsearch: error: "), done.stderr
     assert message in lines[0]
@@ -163,3 +167,45 @@ def test_console_script(tmp_path: Path) -> None:
     done = subprocess.run([str(script), "backend=nope"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("hpsearch: error: backend: unknown backend 'nope'")
+
+
+def test_space_overriding_a_training_value_is_logged_once(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli(*SMOKE, "n_trials=1", "training.learning_rate=0.5")
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "run" / "__main__.log").read_text()
+    assert log.count("the search space sets learning_rate, per_device_train_batch_size") == 1
+    assert "training.learning_rate=0.5" in log
+
+
+def test_masking_keeps_names_that_only_contain_a_secret_word() -> None:
+    from hpsearch.config import REDACTED, redacted
+
+    masked = redacted({
+        "model": {"tokenizer": {"_target_": "hpsearch.model.char_tokenizer"}},
+        "training": {"average_tokens_across_devices": False, "hub_token": "hf_secret", "max_tokens": 7},
+        "backend": {"api_key": "k", "wandb_api_key": "w", "password": "p", "client_secret": "s"},
+    })
+    assert masked["model"]["tokenizer"] == {"_target_": "hpsearch.model.char_tokenizer"}
+    assert masked["training"] == {"average_tokens_across_devices": False, "hub_token": REDACTED, "max_tokens": 7}
+    assert set(masked["backend"].values()) == {REDACTED}
+
+
+def test_saved_config_is_the_resolved_config(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    import yaml
+
+    done = cli(*SMOKE, "n_trials=1")
+    assert done.returncode == 0, done.stderr
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["tokenizer"]["_target_"] == "hpsearch.model.wordpiece_tokenizer"
+    assert saved["training"]["average_tokens_across_devices"] is False
+
+
+def test_help_names_the_app_and_shows_usage(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "hpsearch", "--help"], cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "__main__ is powered by Hydra" not in done.stdout
+    assert done.stdout.startswith("hpsearch: hyperparameter search for Hugging Face transformers")
+    usage = done.stdout.index("python -m hpsearch backend=optuna")
+    assert usage < done.stdout.index("== Configuration groups ==")
+    assert "backend: optuna, ray, sigopt, wandb" in done.stdout

@@ -1,6 +1,6 @@
 """One conformance suite for every backend: drive its native sampler and check every value it yields.
 
-SigOpt samples through the real client against the stand-in server; W&B through W&B's own sweeps engine.
+SigOpt samples through sigoptlite, SigOpt's own optimizer; W&B through W&B's own sweeps engine.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ N = 300
 
 @pytest.fixture(params=sorted(BACKENDS))
 def samples(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    if request.param == "sigopt":
-        request.getfixturevalue("sigopt_server")
+    if request.param == "sigopt":  # SigOpt's own optimizer; installed with --no-deps (see .ci/run)
+        pytest.importorskip("sigoptlite")
     return get_backend(request.param).sample(SPACE, N, seed=3)
 
 

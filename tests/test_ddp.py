@@ -19,13 +19,20 @@ from test_search import FAILING_MODEL
 TIME_BOX = 180
 
 
-def torchrun(tmp_path: Path, *overrides: str, nproc: int = 2, name: str = "run", **env: str) -> subprocess.CompletedProcess[str]:
+def torchrun(
+    tmp_path: Path, *overrides: str, nproc: int = 2, name: str = "run", restarts: int = 0, **env: str
+) -> subprocess.CompletedProcess[str]:
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "hpsearch",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        f"--max-restarts={restarts}", "-m", "hpsearch",
         f"hydra.run.dir={tmp_path / name}", "training.ddp_timeout=20", "progress=false", *overrides,
     ]
-    loopback = {"GLOO_SOCKET_IFNAME": "lo"}  # keep gloo's traffic on 127.0.0.1
-    return subprocess.run(command, cwd=tmp_path, env=cli_env(**loopback, **env), capture_output=True, text=True, timeout=TIME_BOX)
+    scratch = tmp_path / "tmp"  # the ranks' temp folder, to check that they leave nothing there
+    scratch.mkdir(exist_ok=True)
+    loopback = {"GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(scratch)}  # keep gloo's traffic on 127.0.0.1
+    done = subprocess.run(command, cwd=tmp_path, env=cli_env(**loopback, **env), capture_output=True, text=True, timeout=TIME_BOX)
+    assert not list(scratch.glob("hpsearch-rank*")), "a follower rank left its scratch run directory behind"
+    return done
 
 
 def trials(run_dir: Path) -> list[dict[str, str]]:
@@ -43,6 +50,9 @@ def assert_ranks_agree(run_dir: Path, expected_trials: int) -> list[dict]:
         assert set(ranks) == {0, 1}
         assert ranks[0]["trained"] == ranks[1]["trained"] and ranks[0]["trained"]
         assert ranks[0]["state"] == ranks[1]["state"]
+        if ranks[0]["state"] != "FAIL":  # real data parallelism: wrapped in DDP, parameters kept identical
+            assert ranks[0]["wrapper"] == ranks[1]["wrapper"] == "DistributedDataParallel"
+            assert ranks[0]["checksum"] == ranks[1]["checksum"]
     return reports
 
 
@@ -135,3 +145,33 @@ def test_ray_under_torchrun_is_refused_clearly(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke", "backend=ray")
     assert done.returncode != 0
     assert "backend=ray: Ray starts its own workers, so it does not run under torchrun" in done.stderr
+
+
+MID_TRIAL_FAILURE = [
+    "model.model_init._target_=helpers.rank_one_fails_mid_trial_tiny_bert", "~model.model_init.hidden_size",
+    "~model.model_init.num_hidden_layers", "~model.model_init.num_attention_heads", "~model.model_init.intermediate_size",
+]
+
+
+def _study_states(db: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        return [row[0] for row in connection.execute("SELECT state FROM trials ORDER BY number")]
+
+
+def test_rank_failure_mid_trial_with_restarts_fails_that_trial_and_the_search_goes_on(tmp_path: Path) -> None:
+    done = torchrun(tmp_path, "experiment=smoke", "n_trials=3", *MID_TRIAL_FAILURE, restarts=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    states = [row["state"] for row in trials(tmp_path / "run")]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert _study_states(tmp_path / ".hpsearch" / "smoke.db") == states
+
+
+def test_rank_failure_mid_trial_without_restarts_ends_the_job_and_records_the_trial(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = torchrun(tmp_path, "experiment=smoke", "n_trials=3", *MID_TRIAL_FAILURE)
+    assert done.returncode != 0
+    assert time.monotonic() - started < 60  # well within a start-up plus training.ddp_timeout=20
+    assert "injected failure on rank 1 at the third forward" in done.stderr
+    assert _study_states(tmp_path / ".hpsearch" / "smoke.db") == ["COMPLETE", "FAIL"]  # not left RUNNING

@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from hpsearch.app import run
 from hpsearch.objective import Objectives
-from hpsearch.results import TrialRecord, dominates, pareto_front
+from hpsearch.objective import dominates, pareto_front
+from hpsearch.trials import TrialRecord, TrialState
 from standins.sigopt_server import SigOptStandIn
 
 MIXED = ["maximize", "minimize"]
@@ -92,6 +93,19 @@ def test_sigopt_multi_metric_front_comes_from_best_assignments(
     assert [m["name"] for m in experiment["metrics"]] == ["eval_accuracy", "model_num_parameters"]
     assert [m["objective"] for m in experiment["metrics"]] == ["maximize", "minimize"]
     assert ("GET", f"/v1/experiments/{experiment['id']}/best_assignments") in sigopt_server.requests
+    _check_front(Path(cfg.run_dir), ACCURACY_VS_SIZE)
+
+
+def test_sigoptlite_front_matches_the_non_dominated_observations(
+    make_config: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front comes from SigOpt's own optimizer (sigoptlite's best_assignments), and must equal hpsearch's own
+    non-dominated computation on the same observations."""
+    pytest.importorskip("sigoptlite")
+    monkeypatch.delenv("SIGOPT_API_TOKEN", raising=False)
+    cfg = make_config("experiment=smoke_pareto", "backend=sigopt", "backend.driver=lite", "n_trials=5", "data.train_size=300")
+    result = run(cfg)
+    assert len(result.trials) == 5
     _check_front(Path(cfg.run_dir), ACCURACY_VS_SIZE)
 
 

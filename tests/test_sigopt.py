@@ -102,3 +102,28 @@ def test_sigoptlite_driver_runs_in_memory(make_config: Callable[..., DictConfig]
     for trial in result.trials:
         assert trial.params["per_device_train_batch_size"] in (16, 32)
         assert 1e-4 <= trial.params["learning_rate"] <= 1e-2
+
+
+def test_remembered_experiment_unknown_to_the_server_says_where_it_came_from(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, sigopt_server: SigOptStandIn
+) -> None:
+    state = tmp_path / ".hpsearch" / "sigopt-smoke.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"experiment_id": "999"}')
+    done = cli("experiment=smoke", "backend=sigopt", "n_trials=1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"hpsearch: error: backend.experiment_id: '999', remembered for study_name=smoke in {state}, is unknown to "
+        "the sigopt server; delete that file or pick another study_name to start afresh"
+    )
+
+
+def test_configured_experiment_unknown_to_the_server(
+    cli: Callable[..., subprocess.CompletedProcess[str]], sigopt_server: SigOptStandIn
+) -> None:
+    done = cli("experiment=smoke", "backend=sigopt", "n_trials=1", "backend.experiment_id=999")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "hpsearch: error: backend.experiment_id=999: the sigopt server does not know it; check the id and the "
+        "server, or drop backend.experiment_id to start a new one"
+    )

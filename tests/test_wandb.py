@@ -138,3 +138,63 @@ def test_several_objectives_are_rejected(cli: Callable[..., subprocess.Completed
                "objective.objectives=[{metric:eval_accuracy,direction:maximize},{metric:eval_loss,direction:minimize}]")
     assert done.returncode == 2
     assert "backend=wandb: a W&B sweep optimises a single metric" in done.stderr
+
+
+def _all_run_file_bytes(folder: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in folder.rglob("*") if path.is_file())
+
+
+def test_no_secret_reaches_the_wandb_run_files(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
+) -> None:
+    """A password typed on the command line is not in what W&B would upload: command line, config, metadata."""
+    done = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=1",
+               "storage=postgresql://bob:hunter2@127.0.0.1:9/studies", "+notes=api_token=sk-live-42",
+               **wandb_env(wandb_server))
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = _all_run_file_bytes((tmp_path / "run" / "wandb").resolve())
+    assert b".wandb" in b"".join(p.name.encode() for p in (tmp_path / "run" / "wandb").resolve().rglob("*"))
+    assert b"hunter2" not in files and b"sk-live-42" not in files
+    assert b"postgresql://bob:***@127.0.0.1:9/studies" in files  # the command line is recorded, masked
+
+
+def test_offline_search_resumes_from_a_new_run_directory(
+    tmp_path: Path, wandb_server: WandbStandIn
+) -> None:
+    """Two separate commands, each with its own timestamped run directory, as a user runs them."""
+    from conftest import run_cli
+
+    args = ["experiment=smoke", "backend=wandb", "backend.method=random"]
+    first = run_cli([*args, "n_trials=2", f"hydra.run.dir={tmp_path / 'first'}"], tmp_path, **wandb_env(wandb_server))
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli([*args, "n_trials=3", f"hydra.run.dir={tmp_path / 'second'}"], tmp_path, **wandb_env(wandb_server))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert wandb_server.operations.count("Heartbeat") == 3  # one more trial, not three
+    rows = list(csv.DictReader((tmp_path / "second" / "trials.csv").open()))
+    assert [row["state"] for row in rows] == ["COMPLETE"] * 3
+    first_rows = list(csv.DictReader((tmp_path / "first" / "trials.csv").open()))
+    assert rows[:2] == first_rows
+
+
+def test_offline_mode_checks_no_server_reachability(
+    cli: Callable[..., subprocess.CompletedProcess[str]], wandb_server: WandbStandIn
+) -> None:
+    """hpsearch's own reachability probe is for online runs only; offline, only the sweep's own calls happen."""
+    done = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=1", **wandb_env(wandb_server))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert wandb_server.silent_connections == 0  # no bare connect-and-close probe
+
+
+def test_remembered_sweep_unknown_to_the_server_says_where_it_came_from(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    state = tmp_path / ".hpsearch" / "wandb-smoke.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"sweep_id": "gone123"}))
+    with WandbStandIn() as server:
+        done = cli("experiment=smoke", "backend=wandb", "n_trials=1", **wandb_env(server))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"hpsearch: error: backend.sweep_id: 'gone123', remembered for study_name=smoke in {state}, is unknown to "
+        "the wandb server; delete that file or pick another study_name to start afresh"
+    )

@@ -1,22 +1,27 @@
-"""The backend registry. Modules are imported on first use, so optional packages stay optional."""
+"""The backend registry, built from the backend classes. Each module imports its optional package only
+when used, so importing them all here is cheap and keeps optional packages optional."""
 
 from __future__ import annotations
 
-import importlib
-
 from hpsearch.backends.base import Backend
+from hpsearch.backends.optuna import OptunaBackend
+from hpsearch.backends.ray import RayBackend
+from hpsearch.backends.sigopt import SigOptBackend
+from hpsearch.backends.wandb import WandbBackend
 from hpsearch.errors import ConfigError
 
-BACKENDS: dict[str, str] = {
-    "optuna": "hpsearch.backends.optuna:OptunaBackend",
-    "ray": "hpsearch.backends.ray:RayBackend",
-    "sigopt": "hpsearch.backends.sigopt:SigOptBackend",
-    "wandb": "hpsearch.backends.wandb:WandbBackend",
+BACKENDS: dict[str, type[Backend]] = {
+    cls.name: cls
+    for cls in (
+        OptunaBackend,
+        RayBackend,
+        SigOptBackend,
+        WandbBackend,
+    )
 }
 
 
 def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise ConfigError(f"backend: unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    module_name, _, class_name = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return BACKENDS[name]()

@@ -1,32 +1,21 @@
-"""The small interface every backend implements, and what a search hands it."""
+"""The contract every backend implements, and what a search hands it."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from hpsearch.errors import ConfigError, MissingPackageError
+from hpsearch.errors import ConfigError
+from hpsearch.imports import require
+from hpsearch.loop import TrialLoop
 from hpsearch.objective import Objectives
-from hpsearch.progress import SearchProgress
-from hpsearch.results import SearchResult, TrialOutcome, TrialRecord
 from hpsearch.space import SearchSpace
-
-if TYPE_CHECKING:
-    from hpsearch.trainer import SearchTrainer
-
-
-def require(module: str, what: str, package: str | None = None, extra: str | None = None) -> ModuleType:
-    """Import an optional dependency, or fail with a one-line install hint naming ``what`` needs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingPackageError(what, package or module, extra) from None
+from hpsearch.trials import SearchResult, TrialRecord
 
 
 def require_in_training_eval(option: str, training: Mapping[str, Any], purpose: str) -> None:
@@ -38,26 +27,10 @@ def require_in_training_eval(option: str, training: Mapping[str, Any], purpose: 
 
 
 @dataclass
-class FailureBudget:
-    """A trainer listener counting failed trials; a search stops once more than ``limit`` failed."""
-
-    limit: int
-    count: int = 0
-    last_error: str | None = None
-
-    def __call__(self, trial: Any, outcome: TrialOutcome) -> None:
-        if outcome.state == "FAIL":
-            self.count += 1
-            self.last_error = outcome.error
-
-    @property
-    def exceeded(self) -> bool:
-        return self.count > self.limit
-
-
-@dataclass
 class SearchJob:
-    trainer: "SearchTrainer"
+    """One search, as the orchestration hands it to a backend."""
+
+    loop: TrialLoop  # trains trials and records them: the trainer, progress, failure budget
     space: SearchSpace
     objectives: Objectives
     n_trials: int
@@ -67,14 +40,31 @@ class SearchJob:
     state_dir: Path  # where backends keep local state, such as a SigOpt experiment id
     run_dir: Path
     settings: Mapping[str, Any]  # the backend's own config group
-    progress: SearchProgress
-    failures: FailureBudget
 
 
 class Backend(ABC):
+    """One search backend. The orchestration calls, in this order:
+
+    1. ``validate(settings, objectives, training)``: reject a bad backend config before any model or data
+       is loaded (and import the backend's package, for a one-line install hint).
+    2. ``search(job)``: run trials through ``job.loop`` until the backend's store holds ``job.n_trials``
+       finished ones (``TrialState.finished``), the failure budget is spent, or the backend has no more.
+       It resumes whatever the store already holds for ``job.study_name``.
+    3. ``records(job)``: every trial, read back from the backend's own store. It stands alone: ``search``
+       leaves nothing on the instance for it, so it also works in a fresh process, after a crash.
+    4. ``pareto_numbers(job, records)``: for several objectives, the front as the backend reports it
+       (None: hpsearch computes it from the records).
+    5. ``finish(job, result)``: after the results files are written, e.g. tag the best trial's run.
+
+    Capabilities are class attributes, so the orchestration never names a backend.
+    """
+
     name: ClassVar[str]
     package: ClassVar[str]  # pip name, for the install hint
     extra: ClassVar[str | None] = None  # hpsearch extra that installs it
+    runs_under_torchrun: ClassVar[bool] = True  # rank zero can drive it while the other ranks follow
+    torchrun_hint: ClassVar[str] = ""  # why not, and what to do instead
+    logs_wandb_runs: ClassVar[bool] = False  # logs each trial as a W&B run itself (tracking=wandb adds nothing)
 
     def require(self, module: str) -> ModuleType:
         """Import this backend's optional dependency, or fail with a one-line install hint."""
@@ -91,21 +81,9 @@ class Backend(ABC):
     def records(self, job: SearchJob) -> list[TrialRecord]:
         """Every trial of the study, read back from the backend's own store."""
 
-    def pareto_numbers(self, job: SearchJob) -> list[int] | None:
+    def pareto_numbers(self, job: SearchJob, records: list[TrialRecord]) -> list[int] | None:
         """The Pareto front's trial numbers as the backend reports it; None: hpsearch computes it."""
         return None
-
-    def remembered_id(self, job: SearchJob, key: str) -> str | None:
-        """The remote study id (a SigOpt experiment, a W&B sweep) this study_name used before, if any."""
-        if job.settings.get(key):
-            return str(job.settings[key])
-        path = job.state_dir / f"{self.name}-{job.study_name}.json"
-        return json.loads(path.read_text())[key] if path.is_file() else None
-
-    def remember_id(self, job: SearchJob, key: str, value: str) -> None:
-        """Keep the remote study id, so that rerunning the same command joins it."""
-        job.state_dir.mkdir(parents=True, exist_ok=True)
-        (job.state_dir / f"{self.name}-{job.study_name}.json").write_text(json.dumps({key: value}))
 
     def finish(self, job: SearchJob, result: SearchResult) -> None:
         """After the results are written: e.g. tag the best trial's run in the backend's own store."""
@@ -113,3 +91,41 @@ class Backend(ABC):
     @abstractmethod
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         """Draw ``n`` typed assignments with the backend's native sampler and no training (conformance suite)."""
+
+    def keep_with_study(self, job: SearchJob, kind: str, inside: str = "") -> Path:
+        """``<storage_dir>/<kind>/<study_name>``, for files a rerun of the study must find again (a timestamped
+        run directory is new each time); ``<run_dir>/<kind>`` links to its ``inside`` folder, to show them."""
+        folder = (job.state_dir / kind / job.study_name).resolve()
+        (folder / inside).mkdir(parents=True, exist_ok=True)
+        link = job.run_dir / kind
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder / inside, target_is_directory=True)
+        return folder
+
+    def state_file(self, job: SearchJob) -> Path:
+        return job.state_dir / f"{self.name}-{job.study_name}.json"
+
+    def remembered_id(self, job: SearchJob, key: str) -> str | None:
+        """The remote study id (a SigOpt experiment, a W&B sweep) this study_name used before, if any."""
+        if job.settings.get(key):
+            return str(job.settings[key])
+        path = self.state_file(job)
+        return json.loads(path.read_text())[key] if path.is_file() else None
+
+    def remember_id(self, job: SearchJob, key: str, value: str) -> None:
+        """Keep the remote study id, so that rerunning the same command joins it."""
+        job.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file(job).write_text(json.dumps({key: value}))
+
+    def unknown_id(self, job: SearchJob, key: str, value: str) -> ConfigError:
+        """A remembered or configured remote id the server does not know (deleted, or another server)."""
+        if job.settings.get(key):
+            return ConfigError(
+                f"backend.{key}={value}: the {self.name} server does not know it; check the id and the server, "
+                f"or drop backend.{key} to start a new one"
+            )
+        return ConfigError(
+            f"backend.{key}: {value!r}, remembered for study_name={job.study_name} in {self.state_file(job)}, is "
+            f"unknown to the {self.name} server; delete that file or pick another study_name to start afresh"
+        )

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.backends.base import Backend, SearchJob, require, require_in_training_eval
+from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -34,16 +34,17 @@ from hpsearch.errors import (
     TrialFailed,
     first_line,
 )
+from hpsearch.imports import require
+from hpsearch.loop import Train, TrialSource
 from hpsearch.objective import Objectives
-from hpsearch.results import TrialRecord
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
+from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
 
 if TYPE_CHECKING:
     import optuna
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
-FINISHED_STATES = ("COMPLETE", "PRUNED")
 
 
 def distribution(param: Param) -> optuna.distributions.BaseDistribution | None:
@@ -169,64 +170,43 @@ class OptunaBackend(Backend):
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         study = self._study(job)
-        finished = len(study.get_trials(deepcopy=False, states=_states(FINISHED_STATES)))
-        job.progress.start(finished)
-        remaining = job.n_trials - finished
-        if remaining <= 0:
-            return
         settings = job.settings
         # Offset the seed by the trials already stored, so a resumed study does not replay its first samples.
-        sampler = make_sampler(settings["sampler"], settings.get("sampler_kwargs") or {}, job.space, job.seed + len(study.trials))
-        pruner = make_pruner(settings["pruner"], settings.get("pruner_kwargs") or {})
-        job.trainer.assign = lambda trial: suggest(trial, job.space)
-        job.trainer.listeners.append(lambda trial, outcome: self._store(trial, outcome, job))
-        if job.trainer.coordinator is not None:
-            self._search_distributed(job, study, sampler, pruner, remaining)
+        study.sampler = make_sampler(settings["sampler"], settings.get("sampler_kwargs") or {}, job.space, job.seed + len(study.trials))
+        study.pruner = make_pruner(settings["pruner"], settings.get("pruner_kwargs") or {})
+        if job.loop.trainer.coordinator is not None:
+            # Under torchrun rank zero drives the study itself: transformers' DDP path makes the other ranks
+            # count trials on their own, which deadlocks on pruning and failures (see hpsearch.distributed).
+            def report(trial: optuna.Trial, step: int, metrics: dict[str, float]) -> None:
+                _report_and_prune(trial, step, job.objectives.values(metrics)[0])
+
+            job.loop.attach(report=None if job.objectives.is_multi else report)
+            job.loop.run(StudySource(study, job))
             return
+        finished = _finished(study)
+        job.loop.start(finished)
+        if finished >= job.n_trials:
+            return
+        job.loop.attach(assign=lambda trial: suggest(trial, job.space), finished=lambda trial, outcome: _store(trial, outcome, job))
         try:
-            job.trainer.hyperparameter_search(
+            job.loop.trainer.hyperparameter_search(
                 hp_space=lambda trial: suggest(trial, job.space),
                 compute_objective=job.objectives.compute_objective,
-                n_trials=remaining,
+                n_trials=job.n_trials - finished,
                 direction=job.objectives.directions if job.objectives.is_multi else job.objectives.directions[0],
                 backend="optuna",
                 study_name=job.study_name,
                 storage=study._storage,
-                sampler=sampler,
-                pruner=pruner,
+                sampler=study.sampler,
+                pruner=study.pruner,
                 load_if_exists=True,
                 catch=(TrialFailed,),
                 gc_after_trial=False,
             )
         except ValueError as error:
             # transformers reads study.best_trial at the end, which raises when no trial completed.
-            if isinstance(error, HPSearchError) or study.get_trials(deepcopy=False, states=_states(("COMPLETE",))):
+            if isinstance(error, HPSearchError) or study.get_trials(deepcopy=False, states=_states(TrialState.COMPLETE)):
                 raise
-
-    @staticmethod
-    def _search_distributed(job: SearchJob, study: optuna.Study, sampler: Any, pruner: Any, remaining: int) -> None:
-        """Under torchrun, rank zero drives the study itself: transformers' DDP path makes the other ranks
-        count trials on their own, which deadlocks on pruning and failures (see hpsearch.distributed)."""
-        from transformers.trainer_utils import HPSearchBackend
-
-        study.sampler, study.pruner = sampler, pruner
-        trainer = job.trainer
-        trainer.hp_search_backend = HPSearchBackend.OPTUNA  # transformers' in-training report and prune
-        trainer.compute_objective = job.objectives.compute_objective
-
-        def objective(trial: optuna.Trial) -> float | list[float]:
-            trainer.train(trial=trial)
-            return trainer.objective
-
-        study.optimize(objective, n_trials=remaining, catch=(TrialFailed,), gc_after_trial=False)
-
-    @staticmethod
-    def _store(trial: Any, outcome: Any, job: SearchJob) -> None:
-        trial.set_user_attr("metrics", outcome.metrics)
-        if outcome.error:
-            trial.set_user_attr("error", outcome.error)
-        if job.failures.exceeded:
-            trial.study.stop()
 
     def records(self, job: SearchJob) -> list[TrialRecord]:
         import optuna
@@ -239,7 +219,7 @@ class OptunaBackend(Backend):
         return [
             TrialRecord(
                 number=trial.number,
-                state=trial.state.name,
+                state=TrialState(trial.state.name),
                 values=list(trial.values) if trial.values is not None else None,
                 params=_ordered({**fixed, **trial.params}, job.space.names),
                 metrics=dict(trial.user_attrs.get("metrics", {})),
@@ -261,10 +241,52 @@ class OptunaBackend(Backend):
         return samples
 
 
-def _states(names: tuple[str, ...]) -> tuple[optuna.trial.TrialState, ...]:
+class StudySource(TrialSource):
+    """optuna's ask-and-tell interface as a ``TrialSource``: the shared trial loop drives the study."""
+
+    def __init__(self, study: optuna.Study, job: SearchJob) -> None:
+        self.study = study
+        self.job = job
+
+    def finished(self) -> int:
+        return _finished(self.study)
+
+    def next(self, train: Train) -> TrialOutcome:
+        import optuna
+
+        trial = self.study.ask()
+        outcome = train(trial, suggest(trial, self.job.space))
+        _store(trial, outcome, self.job)
+        state = optuna.trial.TrialState[outcome.state.value]
+        self.study.tell(trial, outcome.values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        return outcome
+
+
+def _report_and_prune(trial: optuna.Trial, step: int, value: float) -> None:
+    """What transformers does for optuna after each in-training evaluation: report, and maybe prune."""
     import optuna
 
-    return tuple(optuna.trial.TrialState[name] for name in names)
+    trial.report(value, step)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at step {step}")
+
+
+def _store(trial: optuna.Trial, outcome: TrialOutcome, job: SearchJob) -> None:
+    trial.set_user_attr("metrics", outcome.metrics)
+    if outcome.error:
+        trial.set_user_attr("error", outcome.error)
+    if job.loop.stopped:
+        trial.study.stop()
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=_states(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _states(*states: TrialState) -> tuple[optuna.trial.TrialState, ...]:
+    import optuna
+
+    return tuple(optuna.trial.TrialState[state.value] for state in states)
 
 
 def _ordered(values: Mapping[str, Any], names: list[str]) -> dict[str, Any]:

@@ -22,7 +22,11 @@ categorical                ``tune.choice(choices)``
 fixed                      the value itself
 =========================  ===================================================================
 
-Results go under ``<run_dir>/ray``. Schedulers (ASHA, median stopping, PBT) need in-training evaluation;
+The experiment lives in ``<storage_dir>/ray/<study_name>`` (linked as ``<run_dir>/ray``), so rerunning the same
+command restores it and runs only the trials still missing (unfinished ones start again; failed ones stay
+failed, and ``n_trials`` cannot grow on a restore). A local runtime listens on 127.0.0.1 only, with Ray's
+token authentication on and a fresh token per run; its session files go to a private temp folder, removed
+afterwards. ``backend.address`` joins a cluster exactly as the user configured it. Schedulers (ASHA, median stopping, PBT) need in-training evaluation;
 under PBT every in-training evaluation also saves a checkpoint (transformers' Ray layout), an exploited
 trial resumes from its donor's checkpoint with its own, perturbed hyperparameters (the restored learning-rate
 schedule is rebased onto the new rate), and only parameters that act during training make sense to mutate.
@@ -31,8 +35,10 @@ schedule is rebased onto the new rate), and only parameters that act during trai
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +46,7 @@ from typing import Any
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.errors import BackendUnavailableError, ConfigError, first_line
 from hpsearch.objective import Objectives
-from hpsearch.results import TrialOutcome, TrialRecord
+from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
 
 SCHEDULERS = ("none", "asha", "median", "pbt")
@@ -100,6 +106,9 @@ class TrialPayload:
         trainer.remove_callback(PrinterCallback)
         return trainer
 
+    def params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        return self.space.cast({key: value for key, value in config.items() if key in self.space.names})
+
 
 def _final_report(outcome: TrialOutcome, objectives: Objectives) -> dict[str, Any]:
     values = dict(zip(objectives.names, outcome.values or []))
@@ -112,11 +121,13 @@ def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
 
     from hpsearch.errors import TrialFailed
 
+    from hpsearch.trainer import TrialHooks
+
     trainer = payload.trainer()
     if payload.report_intermediate:
-        trainer.intermediate_reporter = lambda step, metrics: _report(trainer, step, metrics, payload.checkpoint_reports)
-    outcome = trainer.run_trial(config, resume_from_checkpoint=_restored_checkpoint())
-    if outcome.state == "FAIL":
+        trainer.attach(TrialHooks(report=lambda trial, step, metrics: _report(trainer, step, metrics, payload.checkpoint_reports)))
+    outcome = trainer.run_trial(payload.params(config), resume_from_checkpoint=_restored_checkpoint())
+    if outcome.state is TrialState.FAIL:
         raise TrialFailed(outcome.error or "trial failed")
     tune.report(_final_report(outcome, payload.objectives))
 
@@ -147,9 +158,11 @@ class RayBackend(Backend):
     name = "ray"
     package = "ray[tune]"
     extra = "ray"
-
-    def __init__(self) -> None:
-        self._results: Any = None
+    runs_under_torchrun = False
+    torchrun_hint = (
+        "Ray starts its own workers, so it does not run under torchrun; run 'python -m hpsearch backend=ray' "
+        "and give each trial devices with backend.resources_per_trial"
+    )
 
     def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
         self.require("ray.tune")
@@ -189,15 +202,23 @@ class RayBackend(Backend):
             return OptunaSearch(metric=names, mode=modes, seed=job.seed)
         return OptunaSearch(seed=job.seed)
 
-    def _start_ray(self, settings: Mapping[str, Any]) -> bool:
-        """Connect to ``ray.address`` or start a local runtime; True when this process started it."""
+    @contextmanager
+    def _ray_runtime(self, settings: Mapping[str, Any]) -> Iterator[None]:
+        """Connect to ``backend.address``, or start a local runtime for this search and stop it afterwards."""
         import ray
 
         if ray.is_initialized():
-            return False
+            yield
+            return
         address = settings.get("address")
-        if not address:  # a local runtime serves only this machine: keep it on the loopback interface
+        temp_dir = None
+        if not address:
+            # A local runtime serves only this machine: loopback only, token authentication, private files.
+            # Ray's gRPC servers listen on every interface whatever the node address, so token authentication
+            # must be on; Ray creates the token (~/.ray/auth_token) if there is none.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ["RAY_AUTH_MODE"] = "token"
+            temp_dir = tempfile.mkdtemp(prefix="hpsearch-ray-")
         try:
             ray.init(
                 address=address or None,
@@ -205,19 +226,28 @@ class RayBackend(Backend):
                 include_dashboard=False,
                 log_to_driver=bool(settings.get("log_to_driver", False)),
                 configure_logging=False,
+                _node_ip_address=None if address else "127.0.0.1",
+                _temp_dir=temp_dir,
             )
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise BackendUnavailableError(
                 f"backend.address={address}: cannot connect to the Ray cluster ({first_line(error)}); "
                 "check the address or set backend.address=null for a local runtime"
             ) from None
-        return True
+        try:
+            yield
+        finally:
+            ray.shutdown()
+            if temp_dir is not None:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+
+    def _experiment(self, job: SearchJob) -> Path:
+        return self.keep_with_study(job, "ray") / job.study_name
 
     def search(self, job: SearchJob) -> None:
-        import ray
         from ray import tune
 
-        trainer = job.trainer
+        trainer = job.loop.trainer
         resources = dict(job.settings.get("resources_per_trial") or {"cpu": 1})
         payload = TrialPayload(
             trainer_kwargs={
@@ -234,54 +264,65 @@ class RayBackend(Backend):
             checkpoint_reports=job.settings.get("scheduler") == "pbt",
             threads=max(1, int(resources.get("cpu", 1))),
         )
-        started_here = self._start_ray(job.settings)
-        try:
+        # Snapshot the experiment every second, so a killed search resumes from nearly where it stopped.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+        experiment = self._experiment(job)
+        with self._ray_runtime(job.settings):
             _check_resources(resources)
-            job.progress.start(0)
-            trainable = tune.with_resources(
-                tune.with_parameters(train_trial, payload=payload), resources
-            )
-            single = not job.objectives.is_multi
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space(job.space),
-                tune_config=tune.TuneConfig(
-                    metric=job.objectives.names[0] if single else None,
-                    mode=job.objectives.directions[0][:3] if single else None,
-                    num_samples=job.n_trials,
-                    max_concurrent_trials=job.settings.get("max_concurrent_trials"),
-                    search_alg=self._search_alg(job),
-                    scheduler=self._scheduler(job),
-                ),
-                run_config=tune.RunConfig(
-                    name=job.study_name,
-                    storage_path=str((job.run_dir / "ray").resolve()),
-                    verbose=0,
-                    callbacks=[_progress_callback(job)],
-                    stop=_failure_stopper(job),
-                ),
-            )
-            self._results = tuner.fit()
-        finally:
-            if started_here:
-                ray.shutdown()
+            trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload), resources)
+            if tune.Tuner.can_restore(str(experiment)):
+                job.loop.start(sum(record.state.finished for record in self.records(job)))
+                tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=False)
+            else:
+                job.loop.start(0)
+                tuner = self._new_tuner(job, trainable, experiment)
+            _attach(tuner, job)
+            tuner.fit()
+
+    def _new_tuner(self, job: SearchJob, trainable: Any, experiment: Path) -> Any:
+        from ray import tune
+
+        single = not job.objectives.is_multi
+        return tune.Tuner(
+            trainable,
+            param_space=param_space(job.space),
+            tune_config=tune.TuneConfig(
+                metric=job.objectives.names[0] if single else None,
+                mode=job.objectives.directions[0][:3] if single else None,
+                num_samples=job.n_trials,
+                max_concurrent_trials=job.settings.get("max_concurrent_trials"),
+                search_alg=self._search_alg(job),
+                scheduler=self._scheduler(job),
+            ),
+            run_config=tune.RunConfig(
+                name=experiment.name,
+                storage_path=str(experiment.parent),
+                verbose=0,
+            ),
+        )
 
     def records(self, job: SearchJob) -> list[TrialRecord]:
-        if self._results is None:
+        """Read back from the experiment's files, in the order Ray created the trials."""
+        from ray.tune import ExperimentAnalysis, ResultGrid
+
+        experiment = self._experiment(job)
+        if not (experiment.is_dir() and any(experiment.glob("experiment_state-*.json"))):
             return []
         records = []
-        for number, result in enumerate(self._results):
+        for number, result in enumerate(ResultGrid(ExperimentAnalysis(str(experiment)))):
             metrics = dict(result.metrics or {})
             params = job.space.cast({k: v for k, v in (result.config or {}).items() if k in job.space.names})
-            state = "FAIL" if result.error else "COMPLETE" if metrics.get(DONE_FLAG) else "PRUNED"
+            done = bool(metrics.get(DONE_FLAG))
+            state = TrialState.FAIL if result.error else TrialState.COMPLETE if done else TrialState.PRUNED if metrics else TrialState.RUNNING
             records.append(
                 TrialRecord(
                     number=number,
                     state=state,
-                    values=[float(metrics[n]) for n in job.objectives.names] if state == "COMPLETE" else None,
+                    values=[float(metrics[n]) for n in job.objectives.names] if state is TrialState.COMPLETE else None,
                     params=params,
                     metrics={k: float(v) for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))},
                     duration_s=metrics.get("duration_s") or metrics.get("time_total_s"),
+                    key=metrics.get("trial_id"),
                 )
             )
         return records
@@ -318,7 +359,7 @@ def _outcome_of(trial: Any, job: SearchJob, error: str | None = None) -> TrialOu
     done = bool(metrics.get(DONE_FLAG)) and error is None
     return TrialOutcome(
         params={k: v for k, v in trial.config.items() if k in job.space.names},
-        state="COMPLETE" if done else "FAIL" if error else "PRUNED",
+        state=TrialState.COMPLETE if done else TrialState.FAIL if error else TrialState.PRUNED,
         values=values if done else None,
         metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
         duration_s=float(metrics.get("time_total_s", 0.0)),
@@ -326,34 +367,48 @@ def _outcome_of(trial: Any, job: SearchJob, error: str | None = None) -> TrialOu
     )
 
 
+class _DriverOnly:
+    """Ray pickles the run config into the experiment; the search job lives in the driver process only, so
+    a restored experiment gets fresh callbacks (``_attach``) instead of stale copies."""
+
+    def __init__(self, job: SearchJob) -> None:
+        self.job = job
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+
 def _progress_callback(job: SearchJob) -> Any:
-    """Driver side: feeds finished Ray trials to the listeners the driver's trainer would have called."""
+    """Driver side: records each finished Ray trial in the shared trial loop."""
     from ray.tune import Callback
 
-    class ProgressCallback(Callback):
+    class ProgressCallback(_DriverOnly, Callback):
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            self._tell(_outcome_of(trial, job))
+            self.job.loop.record(_outcome_of(trial, self.job))  # failure budget, progress, tracking=wandb
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            self._tell(_outcome_of(trial, job, error=f"Ray trial {trial.trial_id} raised; see {trial.local_path}"))
+            error = f"Ray trial {trial.trial_id} raised; see {trial.local_path}"
+            self.job.loop.record(_outcome_of(trial, self.job, error=error))
 
-        @staticmethod
-        def _tell(outcome: TrialOutcome) -> None:
-            for listener in job.trainer.listeners:  # failure budget, progress, tracking=wandb
-                listener(None, outcome)
-
-    return ProgressCallback()
+    return ProgressCallback(job)
 
 
 def _failure_stopper(job: SearchJob) -> Any:
     """Stops the whole experiment once more trials failed than ``max_failures`` allows."""
     from ray.tune import Stopper
 
-    class FailureStopper(Stopper):
+    class FailureStopper(_DriverOnly, Stopper):
         def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
             return False
 
         def stop_all(self) -> bool:
-            return job.failures.exceeded
+            return self.job.loop.stopped
 
-    return FailureStopper()
+    return FailureStopper(job)
+
+
+def _attach(tuner: Any, job: SearchJob) -> None:
+    """This process's progress callback and failure stopper, on a new or restored experiment."""
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = [_progress_callback(job)]
+    run_config.stop = _failure_stopper(job)

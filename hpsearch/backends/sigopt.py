@@ -33,13 +33,17 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob, require
+from hpsearch.backends.base import Backend, SearchJob
 from hpsearch.errors import BackendUnavailableError, ConfigError, first_line, root_cause
+from hpsearch.imports import require
+from hpsearch.loop import Train, TrialSource
 from hpsearch.objective import Objectives
-from hpsearch.results import TrialRecord
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, Param, SearchSpace
+from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
 
 TOKEN_ENV = "SIGOPT_API_TOKEN"
+EXPERIMENT_ID = "experiment_id"
+LITE_EXPERIMENT_ID = "-1"  # sigoptlite's one in-memory experiment
 
 
 def native_parameter(param: Param) -> dict[str, Any] | None:
@@ -88,9 +92,7 @@ class SigOptBackend(Backend):
             raise ConfigError(f"backend.driver: must be http or lite (got {settings.get('driver')!r})")
 
     def __init__(self) -> None:
-        self._connection: Any = None
-        self._lite_experiment: str | None = None
-        self._observation_numbers: dict[str, int] = {}
+        self._connection: Any = None  # a client cache; with sigoptlite it also holds the experiment, in memory
 
     def connection(self, settings: Mapping[str, Any]) -> Any:
         """One connection per backend: sigoptlite keeps its experiments inside it."""
@@ -109,10 +111,11 @@ class SigOptBackend(Backend):
         self._connection = connection
         return connection
 
-    def _call(self, settings: Mapping[str, Any], request: Any) -> Any:
+    def _call(self, job: SearchJob | None, request: Any) -> Any:
         """Run one API request; connection and API errors become one line."""
         from sigopt.exception import ApiException, ConnectionException
 
+        settings = job.settings if job is not None else {}
         try:
             return request()
         except ConnectionException as error:
@@ -122,19 +125,32 @@ class SigOptBackend(Backend):
                 "check SIGOPT_API_URL and that the server runs"
             ) from None
         except ApiException as error:
+            remembered = self.remembered_id(job, EXPERIMENT_ID) if job is not None else None
+            if error.status_code == 404 and remembered is not None:
+                raise self.unknown_id(job, EXPERIMENT_ID, remembered) from None
             raise BackendUnavailableError(
                 f"backend=sigopt: the API refused a request (HTTP {error.status_code}: {error.message}); "
                 f"check {TOKEN_ENV} and backend settings"
             ) from None
 
     def _experiment_id(self, job: SearchJob) -> str | None:
-        if job.settings.get("driver") == "lite" and not job.settings.get("experiment_id"):
-            return self._lite_experiment  # in memory: nothing outlives the process
-        return self.remembered_id(job, "experiment_id")
+        if job.settings.get("driver") == "lite":
+            return LITE_EXPERIMENT_ID if self._lite_experiment_exists(job) else None
+        return self.remembered_id(job, EXPERIMENT_ID)
+
+    def _lite_experiment_exists(self, job: SearchJob) -> bool:
+        """sigoptlite holds one experiment, in this process's connection: nothing outlives the process."""
+        from sigopt.exception import SigOptException
+
+        try:
+            self.connection(job.settings).experiments(LITE_EXPERIMENT_ID).fetch()
+        except SigOptException:
+            return False
+        return True
 
     def _create_experiment(self, connection: Any, job: SearchJob) -> str:
         experiment = self._call(
-            job.settings,
+            job,
             lambda: connection.experiments().create(
                 name=job.study_name,
                 type="offline",
@@ -144,14 +160,12 @@ class SigOptBackend(Backend):
                 parallel_bandwidth=1,
             ),
         )
-        if job.settings.get("driver") == "lite":
-            self._lite_experiment = str(experiment.id)
-        else:
-            self.remember_id(job, "experiment_id", str(experiment.id))
+        if job.settings.get("driver") != "lite":
+            self.remember_id(job, EXPERIMENT_ID, str(experiment.id))
         return str(experiment.id)
 
     def _observations(self, connection: Any, job: SearchJob, experiment_id: str) -> list[Any]:
-        pages = self._call(job.settings, lambda: list(connection.experiments(experiment_id).observations().fetch().iterate_pages()))
+        pages = self._call(job, lambda: list(connection.experiments(experiment_id).observations().fetch().iterate_pages()))
         return sorted(pages, key=lambda o: (o.created or 0, int(o.id) if str(o.id).isdigit() else 0))
 
     def search(self, job: SearchJob) -> None:
@@ -160,24 +174,8 @@ class SigOptBackend(Backend):
         experiment_id = joined or self._create_experiment(connection, job)
         experiment = connection.experiments(experiment_id)
         if joined:  # close suggestions a crashed run left open
-            self._call(job.settings, lambda: experiment.suggestions().delete(state="open"))
-        finished = sum(not o.failed for o in self._observations(connection, job, experiment_id))
-        job.progress.start(finished)
-        constants = single_values(job.space)
-        while finished < job.n_trials and not job.failures.exceeded:
-            suggestion = self._call(job.settings, lambda: experiment.suggestions().create())
-            params = job.space.cast({**constants, **dict(suggestion.assignments)})
-            outcome = job.trainer.run_trial(params)
-            metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s, 3)}
-            if outcome.state == "COMPLETE":
-                report = {"values": [{"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.values)]}
-                finished += 1
-            else:
-                report = {"failed": True}
-                metadata["error"] = (outcome.error or "")[:400]
-            if job.settings.get("driver") != "lite":  # sigoptlite has no observation metadata
-                report["metadata"] = metadata
-            self._call(job.settings, lambda: experiment.observations().create(suggestion=suggestion.id, **report))
+            self._call(job, lambda: experiment.suggestions().delete(state="open"))
+        job.loop.run(ExperimentSource(self, job, experiment_id))
 
     def records(self, job: SearchJob) -> list[TrialRecord]:
         experiment_id = self._experiment_id(job)
@@ -186,43 +184,48 @@ class SigOptBackend(Backend):
         connection = self.connection(job.settings)
         constants = single_values(job.space)
         records = []
-        observations = self._observations(connection, job, experiment_id)
-        self._observation_numbers = {str(observation.id): number for number, observation in enumerate(observations)}
-        for number, observation in enumerate(observations):
+        for number, observation in enumerate(self._observations(connection, job, experiment_id)):
             metadata = dict(observation.metadata or {})
             by_name = {value.name: value.value for value in observation.values or []}
             records.append(
                 TrialRecord(
                     number=number,
-                    state="FAIL" if observation.failed else "COMPLETE",
+                    state=TrialState.FAIL if observation.failed else TrialState.COMPLETE,
                     values=None if observation.failed else [by_name[name] for name in job.objectives.names],
                     params=job.space.cast({**constants, **dict(observation.assignments)}),
                     metrics={k: float(v) for k, v in metadata.items() if k not in ("duration_s", "error") and isinstance(v, (int, float))},
                     duration_s=metadata.get("duration_s"),
+                    key=str(observation.id),
                 )
             )
         return records
 
-    def pareto_numbers(self, job: SearchJob) -> list[int] | None:
-        """A multi-metric experiment's best_assignments are its Pareto frontier."""
+    def pareto_numbers(self, job: SearchJob, records: list[TrialRecord]) -> list[int] | None:
+        """A multi-metric experiment's best_assignments are its Pareto frontier, matched to the records by
+        observation id, or by values where the server gives none (sigoptlite)."""
         experiment_id = self._experiment_id(job)
-        if experiment_id is None or job.settings.get("driver") == "lite":
+        if experiment_id is None:
             return None
-        best = self._call(job.settings, lambda: list(self.connection(job.settings).experiments(experiment_id).best_assignments().fetch().iterate_pages()))
-        return sorted(self._observation_numbers[str(entry.id)] for entry in best if str(entry.id) in self._observation_numbers)
+        best = self._call(job, lambda: list(self.connection(job.settings).experiments(experiment_id).best_assignments().fetch().iterate_pages()))
+        by_key = {record.key: record.number for record in records if record.key is not None}
+        by_values = {tuple(record.values): record.number for record in records if record.values is not None}
+        numbers = set()
+        for entry in best:
+            values = {value.name: value.value for value in entry.values or []}
+            number = by_key.get(str(entry.id)) if entry.id is not None else by_values.get(tuple(values[n] for n in job.objectives.names))
+            if number is not None:
+                numbers.add(number)
+        return sorted(numbers)
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
-        settings: dict[str, Any] = {"driver": "http"}
-        connection = self.connection(settings)
-        experiment = self._call(
-            settings,
-            lambda: connection.experiments().create(
-                name=f"hpsearch-conformance-{seed}",
-                type="offline",
-                parameters=native_parameters(space),
-                metrics=[{"name": "score", "objective": "maximize"}],
-                observation_budget=n,
-            ),
+        """Suggestions from sigoptlite, SigOpt's own optimizer, in memory."""
+        connection = self.connection({"driver": "lite"})
+        experiment = connection.experiments().create(
+            name=f"hpsearch-conformance-{seed}",
+            type="offline",
+            parameters=native_parameters(space),
+            metrics=[{"name": "score", "objective": "maximize"}],
+            observation_budget=n,
         )
         constants = single_values(space)
         samples = []
@@ -233,3 +236,33 @@ class SigOptBackend(Backend):
                 suggestion=suggestion.id, values=[{"name": "score", "value": 0.0}]
             )
         return samples
+
+
+class ExperimentSource(TrialSource):
+    """A SigOpt experiment as a ``TrialSource``: a suggestion per trial, an observation per outcome."""
+
+    def __init__(self, backend: SigOptBackend, job: SearchJob, experiment_id: str) -> None:
+        self.backend = backend
+        self.job = job
+        self.experiment_id = experiment_id
+        self.experiment = backend.connection(job.settings).experiments(experiment_id)
+        self.constants = single_values(job.space)
+
+    def finished(self) -> int:
+        observations = self.backend._observations(self.backend.connection(self.job.settings), self.job, self.experiment_id)
+        return sum(not o.failed for o in observations)
+
+    def next(self, train: Train) -> TrialOutcome:
+        job = self.job
+        suggestion = self.backend._call(job, lambda: self.experiment.suggestions().create())
+        outcome = train(suggestion, job.space.cast({**self.constants, **dict(suggestion.assignments)}))
+        metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s, 3)}
+        if outcome.state is TrialState.COMPLETE:
+            report: dict[str, Any] = {"values": [{"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.values)]}
+        else:
+            report = {"failed": True}
+            metadata["error"] = (outcome.error or "")[:400]
+        if job.settings.get("driver") != "lite":  # sigoptlite has no observation metadata
+            report["metadata"] = metadata
+        self.backend._call(job, lambda: self.experiment.observations().create(suggestion=suggestion.id, **report))
+        return outcome

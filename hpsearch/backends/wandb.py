@@ -35,12 +35,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob, require, require_in_training_eval
+from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.errors import BackendUnavailableError, ConfigError, HPSearchError, first_line, root_cause
+from hpsearch.imports import require
+from hpsearch.loop import Train, TrialSource
 from hpsearch.objective import Objectives
-from hpsearch.results import SearchResult, TrialOutcome, TrialRecord
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
-from hpsearch.tracking import log_outcome, records_from_runs, result_tags, tag_runs, wandb_dir
+from hpsearch.trials import SearchResult, TrialOutcome, TrialRecord, TrialState
+from hpsearch.wandb_tracking import USER_WANDB_DIR, log_outcome, records_from_runs, result_tags, tag_runs
 
 METHODS = ("random", "grid", "bayes")
 
@@ -77,10 +79,14 @@ def sweep_config(space: SearchSpace, objectives: Objectives, settings: Mapping[s
     return config
 
 
+SWEEP_ID = "sweep_id"
+
+
 class WandbBackend(Backend):
     name = "wandb"
     package = "wandb"
     extra = "wandb"
+    logs_wandb_runs = True
 
     def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
         self.require("wandb")
@@ -105,56 +111,34 @@ class WandbBackend(Backend):
             )
         except Exception as error:  # noqa: BLE001 - wandb raises many types for one unreachable server
             raise _unavailable(error) from None
-        self.remember_id(job, "sweep_id", str(sweep_id))
+        self.remember_id(job, SWEEP_ID, str(sweep_id))
         return str(sweep_id)
+
+    def run_files(self, job: SearchJob) -> Path:
+        """Where W&B writes this study's local run files: ``$WANDB_DIR`` when set, else kept with the study's
+        state in ``storage_dir`` (so a rerun finds the earlier runs), linked from the run directory."""
+        if USER_WANDB_DIR:
+            folder = Path(USER_WANDB_DIR).resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        return self.keep_with_study(job, "wandb", inside="wandb")
 
     def search(self, job: SearchJob) -> None:
         wandb = self.require("wandb")
-        folder = wandb_dir(job.run_dir)
-        _check_reachable()
-        sweep_id = self.remembered_id(job, "sweep_id") or self._create_sweep(wandb, job)
-        finished = sum(r.state == "COMPLETE" for r in self.records(job))
-        job.progress.start(finished)
-        while finished < job.n_trials and not job.failures.exceeded:
-            box: dict[str, Any] = {}
-            try:
-                wandb.agent(
-                    sweep_id,
-                    function=lambda: self._trial(wandb, job, folder, box),
-                    count=1,
-                    entity=job.settings.get("entity"),
-                    project=job.settings.get("project"),
-                )
-            except HPSearchError:
-                raise
-            except Exception as error:  # noqa: BLE001
-                raise _unavailable(error) from None
-            if "error" in box:
-                raise box["error"]
-            if "outcome" not in box:  # the sweep handed out no run: it is finished (a grid ran out)
-                return
-            finished += box["outcome"].state == "COMPLETE"
-
-    def _trial(self, wandb: Any, job: SearchJob, folder: Path, box: dict[str, Any]) -> None:
-        """Runs inside the agent: one W&B run, one training trial. Errors go back through ``box``."""
-        try:
-            run = wandb.init(group=job.study_name, job_type="trial", tags=[job.study_name], dir=str(folder))
-            params = job.space.cast(dict(run.config))
-            job.trainer.intermediate_reporter = lambda step, metrics: run.log(metrics, step=step)
-            outcome: TrialOutcome = job.trainer.run_trial(params)
-            log_outcome(run, outcome, job.objectives)
-            box["outcome"] = outcome
-        except HPSearchError as error:
-            box["error"] = error
+        if not _offline():
+            _check_reachable()
+        sweep_id = self.remembered_id(job, SWEEP_ID) or self._create_sweep(wandb, job)
+        job.loop.attach(report=lambda run, step, metrics: run.log(metrics, step=step))
+        job.loop.run(SweepSource(self, job, wandb, sweep_id))
 
     def _runs(self, job: SearchJob) -> list[Any]:
         from hpsearch.wandb_files import read_runs
 
-        sweep_id = self.remembered_id(job, "sweep_id")
+        sweep_id = self.remembered_id(job, SWEEP_ID)
         if sweep_id is None:
             return []
-        if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
-            return [run for run in read_runs(wandb_dir(job.run_dir) / "wandb") if run.sweep_id == sweep_id.split("/")[-1]]
+        if _offline():
+            return [run for run in read_runs(self.run_files(job) / "wandb") if run.sweep_id == sweep_id.split("/")[-1]]
         wandb = self.require("wandb")
         path = "/".join(part for part in (job.settings.get("entity"), job.settings.get("project"), sweep_id) if part)
         try:
@@ -163,13 +147,12 @@ class WandbBackend(Backend):
             raise _unavailable(error) from None
 
     def records(self, job: SearchJob) -> list[TrialRecord]:
-        runs = self._runs(job)
-        self._run_ids = [getattr(run, "run_id", None) or run.id for run in runs]
-        return records_from_runs(runs, job.objectives, job.space.names, job.space.cast)
+        return records_from_runs(self._runs(job), job.objectives, job.space.names, job.space.cast)
 
     def finish(self, job: SearchJob, result: SearchResult) -> None:
-        tagged = {self._run_ids[number]: [job.study_name, *tags] for number, tags in result_tags(result).items()}
-        tag_runs(self.require("wandb"), job.settings, wandb_dir(job.run_dir), tagged)
+        by_number = {trial.number: trial.key for trial in result.trials}
+        tagged = {by_number[number]: [job.study_name, *tags] for number, tags in result_tags(result).items()}
+        tag_runs(self.require("wandb"), job.settings, self.run_files(job), tagged)
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         """Suggestions from W&B's own sweep engine (the ``sweeps`` package the W&B server runs)."""
@@ -185,6 +168,60 @@ class WandbBackend(Backend):
             runs.append(run)
             samples.append(space.cast({name: entry["value"] for name, entry in run.config.items()}))
         return samples
+
+
+class SweepSource(TrialSource):
+    """A W&B sweep as a ``TrialSource``: one ``wandb.agent(count=1)`` call per trial, one run per trial."""
+
+    def __init__(self, backend: WandbBackend, job: SearchJob, wandb: Any, sweep_id: str) -> None:
+        self.backend = backend
+        self.job = job
+        self.wandb = wandb
+        self.sweep_id = sweep_id
+        self.folder = backend.run_files(job)
+
+    def finished(self) -> int:
+        return sum(record.state.finished for record in self.backend.records(self.job))
+
+    def next(self, train: Train) -> TrialOutcome | None:
+        job, box = self.job, {}
+        try:
+            self.wandb.agent(
+                self.sweep_id,
+                function=lambda: self._trial(train, box),
+                count=1,
+                entity=job.settings.get("entity"),
+                project=job.settings.get("project"),
+            )
+        except HPSearchError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            if _is_unknown_sweep(error) and self.backend.remembered_id(job, SWEEP_ID):
+                raise self.backend.unknown_id(job, SWEEP_ID, self.sweep_id) from None
+            raise _unavailable(error) from None
+        if "error" in box:
+            raise box["error"]
+        return box.get("outcome")  # none: the sweep handed out no run (a grid ran out)
+
+    def _trial(self, train: Train, box: dict[str, Any]) -> None:
+        """Runs inside the agent: one W&B run, one training trial. Errors go back through ``box``."""
+        job = self.job
+        try:
+            run = self.wandb.init(group=job.study_name, job_type="trial", tags=[job.study_name], dir=str(self.folder))
+            outcome = train(run, job.space.cast(dict(run.config)))
+            log_outcome(run, outcome, job.objectives)
+            box["outcome"] = outcome
+        except HPSearchError as error:
+            box["error"] = error
+
+
+def _offline() -> bool:
+    return os.environ.get("WANDB_MODE") in ("offline", "disabled")
+
+
+def _is_unknown_sweep(error: BaseException) -> bool:
+    text = str(root_cause(error)).lower()
+    return "not found" in text or "404" in text
 
 
 def _one_metric() -> Objectives:

@@ -11,7 +11,17 @@ class StandInServer:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self.silent_connections = 0  # connections that sent no request: a bare reachability probe
+        standin = self
+
+        class Server(ThreadingHTTPServer):
+            def finish_request(self, request: object, client_address: object) -> None:
+                handler = self.RequestHandlerClass(request, client_address, self)
+                if getattr(handler, "command", None) is None:
+                    with standin.lock:
+                        standin.silent_connections += 1
+
+        self.server = Server(("127.0.0.1", 0), self.handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def handler(self) -> type[BaseHTTPRequestHandler]:

@@ -44,8 +44,11 @@ class WandbStandIn(StandInServer):
             self.issued.setdefault(name, [])
             return {"upsertSweep": {"sweep": {"name": name, "id": name}, "configValidationWarnings": []}}
         if operation == "CreateAgent":
+            sweep = variables["sweep"].split("/")[-1]
+            if sweep not in self.sweeps:
+                raise LookupError(f"sweep {sweep} not found")
             agent = f"agent{next(self._ids)}"
-            self.agents[agent] = variables["sweep"].split("/")[-1]
+            self.agents[agent] = sweep
             return {"createAgent": {"agent": {"id": agent}}}
         if operation == "Heartbeat":
             return {"agentHeartbeat": {"agent": {"id": variables["id"]}, "commands": json.dumps(self._commands(variables))}}
@@ -85,7 +88,11 @@ class WandbStandIn(StandInServer):
                 with standin.lock:
                     standin.operations.append(operation)
                     standin.variables.append(body.get("variables") or {})
-                    data = standin.answer(operation, body.get("variables") or {})
+                    try:
+                        data = standin.answer(operation, body.get("variables") or {})
+                    except LookupError as error:  # as W&B answers for an unknown sweep: a GraphQL error
+                        self._send(HTTPStatus.OK, {"errors": [{"message": str(error)}], "data": None})
+                        return
                 self._send(HTTPStatus.OK, {"data": data})
 
             def _send(self, status: int, body: Any) -> None:

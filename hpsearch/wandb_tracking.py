@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpsearch.backends.base import require
+from hpsearch.imports import require
 from hpsearch.objective import Objectives
-from hpsearch.results import SearchResult, TrialOutcome, TrialRecord
+from hpsearch.trials import SearchResult, TrialOutcome, TrialRecord, TrialState
 
 STATE_KEY = "hpsearch/state"
 # Read once at import: wandb.agent later sets WANDB_DIR to the working directory for its own runs.
@@ -39,11 +39,11 @@ def log_outcome(run: Any, outcome: TrialOutcome, objectives: Objectives) -> None
         run.define_metric(item.metric, summary="max" if item.direction == "maximize" else "min")
     values = dict(zip(objectives.names, outcome.values or []))
     run.log({**outcome.metrics, **values})
-    run.summary[STATE_KEY] = outcome.state
+    run.summary[STATE_KEY] = outcome.state.value
     run.summary["hpsearch/duration_s"] = outcome.duration_s
     if outcome.error:
         run.summary["hpsearch/error"] = outcome.error[:400]
-    run.finish(exit_code=0 if outcome.state == "COMPLETE" else 1)
+    run.finish(exit_code=0 if outcome.state is TrialState.COMPLETE else 1)
 
 
 def tag_runs(wandb: Any, settings: Mapping[str, Any], folder: Path, tagged: Mapping[str, list[str]]) -> None:
@@ -70,7 +70,7 @@ def result_tags(result: SearchResult) -> dict[int, list[str]]:
 
 
 class WandbTracker:
-    """A trainer listener logging every trial of any backend as one W&B run."""
+    """A trial-loop listener logging every trial of any backend as one W&B run."""
 
     def __init__(self, settings: Mapping[str, Any], study_name: str, backend: str, objectives: Objectives, run_dir: Path) -> None:
         self.wandb = wandb_module("tracking=wandb")
@@ -82,7 +82,7 @@ class WandbTracker:
         self.tags = [backend]
         self.logged: list[tuple[str, dict[str, Any]]] = []  # (run id, params) of each trial logged here
 
-    def __call__(self, trial: Any, outcome: TrialOutcome) -> None:
+    def __call__(self, outcome: TrialOutcome) -> None:
         run = self.wandb.init(
             entity=self.settings.get("entity"),
             project=self.settings.get("project"),
@@ -112,15 +112,16 @@ def records_from_runs(runs: list[Any], objectives: Objectives, names: list[str],
     records = []
     for number, run in enumerate(runs):
         summary = dict(run.summary)
-        state = summary.get(STATE_KEY, "RUNNING")
+        state = TrialState(summary.get(STATE_KEY, TrialState.RUNNING.value))
         records.append(
             TrialRecord(
                 number=number,
                 state=state,
-                values=[_summary_value(summary[n]) for n in objectives.names] if state == "COMPLETE" else None,
+                values=[_summary_value(summary[n]) for n in objectives.names] if state is TrialState.COMPLETE else None,
                 params=cast({k: v for k, v in dict(run.config).items() if k in names}),
                 metrics={k: _summary_value(v) for k, v in summary.items() if k.startswith("eval_")},
                 duration_s=summary.get("hpsearch/duration_s"),
+                key=getattr(run, "run_id", None) or run.id,
             )
         )
     return records

@@ -1,0 +1,41 @@
+"""hpsearch: hyperparameter search for Hugging Face transformers, one backend-neutral search space for
+optuna, Ray Tune, W&B sweeps and SigOpt.
+
+``python -m hpsearch [overrides]`` runs a search from the Hydra configs; ``run(cfg)`` is the same search
+from a composed config, for use from Python.
+"""
+
+from hpsearch.app import run
+from hpsearch.errors import (
+    BackendUnavailableError,
+    CollectiveTimeout,
+    ConfigError,
+    DataError,
+    HPSearchError,
+    MissingPackageError,
+    ObjectiveError,
+    SearchAborted,
+    SearchSpaceError,
+    TrialFailed,
+)
+from hpsearch.objective import Objectives
+from hpsearch.space import SearchSpace
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "CollectiveTimeout",
+    "ConfigError",
+    "DataError",
+    "HPSearchError",
+    "MissingPackageError",
+    "ObjectiveError",
+    "Objectives",
+    "SearchAborted",
+    "SearchSpace",
+    "SearchSpaceError",
+    "TrialFailed",
+    "__version__",
+    "run",
+]
