@@ -12,9 +12,8 @@ import pytest
 from omegaconf import DictConfig
 
 from hpsearch.app import run
-from hpsearch.objective import Objectives
-from hpsearch.objective import dominates, pareto_front
-from hpsearch.trials import TrialRecord, TrialState
+from hpsearch.objective import Objectives, dominates, pareto_front
+from hpsearch.trials import TrialRecord
 from standins.sigopt_server import SigOptStandIn
 
 MIXED = ["maximize", "minimize"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import socket
 import sys
 import subprocess
@@ -119,3 +120,77 @@ def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
     assert exploits  # Ray cloned a checkpoint into the weaker trial at least once
     lrs = {json.loads(line)[4]["learning_rate"] for line in exploits} | {json.loads(line)[5]["learning_rate"] for line in exploits}
     assert len(lrs) >= 2  # ... and gave it a perturbed learning rate
+
+
+def _ray_trial_results(experiment: Path) -> dict[str, bool]:
+    """Each Ray trial directory -> whether its last report says the trial finished."""
+    finished = {}
+    for results in experiment.glob("*/result.json"):
+        lines = [line for line in results.read_text().splitlines() if line.strip()]
+        finished[results.parent.name] = bool(lines) and json.loads(lines[-1]).get("hpsearch_done", False)
+    return finished
+
+
+def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path) -> None:
+    import time
+
+    from conftest import cli_env
+
+    args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "backend=ray", "n_trials=4", "data.train_size=400",
+            "training.num_train_epochs=8", "backend.max_concurrent_trials=1", f"hydra.run.dir={tmp_path / 'first'}"]
+    experiment = tmp_path / ".hpsearch" / "ray" / "smoke" / "smoke"
+    first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 150
+    while sum(_ray_trial_results(experiment).values()) < 2 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.5)  # past one experiment snapshot (every second)
+    os.killpg(first.pid, 9)  # SIGKILL the driver and its Ray runtime: nothing runs a handler
+    first.wait()
+    done_before = {trial for trial, done in _ray_trial_results(experiment).items() if done}
+    assert 2 <= len(done_before) < 4, "the first run must be killed mid-search"
+
+    args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
+    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240)
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "second" / "trials.csv").open()))
+    assert [row["state"] for row in rows] == ["COMPLETE"] * 4
+    trials_after = _ray_trial_results(experiment)
+    assert len(trials_after) == 4  # the same four trials: none started again from zero under a new id
+    assert done_before <= {trial for trial, done in trials_after.items() if done}
+
+
+def test_local_runtime_keeps_its_files_private_and_needs_a_token_beyond_loopback(tmp_path: Path) -> None:
+    """Ray's servers listen on every interface, so the local runtime must run with token authentication, even
+    where the environment turned it off; its session files go to a private temp folder, removed afterwards."""
+    import tempfile
+    import time
+
+    import psutil
+
+    from conftest import cli_env
+
+    scratch = Path(tempfile.mkdtemp(prefix="hps", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "backend=ray", "n_trials=3", "data.train_size=400",
+            "training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'run'}"]
+    search = subprocess.Popen(args, cwd=tmp_path, env=cli_env(TMPDIR=str(scratch), RAY_AUTH_MODE="disabled"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    servers: dict[str, set[str]] = {}  # Ray's own server binaries listening beyond loopback -> their auth modes
+    deadline = time.monotonic() + 120
+    while search.poll() is None and time.monotonic() < deadline:
+        for process in psutil.Process(search.pid).children(recursive=True):
+            try:
+                if process.name() not in ("gcs_server", "raylet"):
+                    continue
+                listening = [c for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+                if any(not c.laddr.ip.startswith(("127.", "::1")) for c in listening):
+                    servers.setdefault(process.name(), set()).add(process.environ().get("RAY_AUTH_MODE", "unset"))
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        time.sleep(0.5)
+    _, stderr = search.communicate(timeout=60)
+    assert search.returncode == 0, stderr[-3000:]
+    assert servers == {"gcs_server": {"token"}, "raylet": {"token"}}
+    assert not (scratch / "ray").exists()  # not Ray's shared default temp folder
+    assert not list(scratch.glob("hpsearch-ray-*"))  # and the private one is gone
+    shutil.rmtree(scratch)

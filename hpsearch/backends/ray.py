@@ -215,10 +215,11 @@ class RayBackend(Backend):
         if not address:
             # A local runtime serves only this machine: loopback only, token authentication, private files.
             # Ray's gRPC servers listen on every interface whatever the node address, so token authentication
-            # must be on; Ray creates the token (~/.ray/auth_token) if there is none.
+            # must be on: with RAY_AUTH_MODE unset, ray.init turns it on for a new local runtime and creates the
+            # token (~/.ray/auth_token) if there is none.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-            os.environ["RAY_AUTH_MODE"] = "token"
-            temp_dir = tempfile.mkdtemp(prefix="hpsearch-ray-")
+            os.environ.pop("RAY_AUTH_MODE", None)
+            temp_dir = tempfile.mkdtemp(prefix="hpsearch-ray-", dir=_short_temp_root())
         try:
             ray.init(
                 address=address or None,
@@ -267,6 +268,8 @@ class RayBackend(Backend):
         # Snapshot the experiment every second, so a killed search resumes from nearly where it stopped.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
         experiment = self._experiment(job)
+        global _driver_job
+        _driver_job = job
         with self._ray_runtime(job.settings):
             _check_resources(resources)
             trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload), resources)
@@ -276,7 +279,6 @@ class RayBackend(Backend):
             else:
                 job.loop.start(0)
                 tuner = self._new_tuner(job, trainable, experiment)
-            _attach(tuner, job)
             tuner.fit()
 
     def _new_tuner(self, job: SearchJob, trainable: Any, experiment: Path) -> Any:
@@ -298,22 +300,31 @@ class RayBackend(Backend):
                 name=experiment.name,
                 storage_path=str(experiment.parent),
                 verbose=0,
+                callbacks=[_progress_callback()],
+                stop=_failure_stopper(),
             ),
         )
 
     def records(self, job: SearchJob) -> list[TrialRecord]:
         """Read back from the experiment's files, in the order Ray created the trials."""
-        from ray.tune import ExperimentAnalysis, ResultGrid
+        import logging
+
+        from ray.tune import ExperimentAnalysis
 
         experiment = self._experiment(job)
-        if not (experiment.is_dir() and any(experiment.glob("experiment_state-*.json"))):
+        if not any(experiment.glob("experiment_state-*.json")):
             return []
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # trials yet to report
         records = []
-        for number, result in enumerate(ResultGrid(ExperimentAnalysis(str(experiment)))):
-            metrics = dict(result.metrics or {})
-            params = job.space.cast({k: v for k, v in (result.config or {}).items() if k in job.space.names})
-            done = bool(metrics.get(DONE_FLAG))
-            state = TrialState.FAIL if result.error else TrialState.COMPLETE if done else TrialState.PRUNED if metrics else TrialState.RUNNING
+        for number, trial in enumerate(ExperimentAnalysis(str(experiment)).trials):
+            metrics = dict(trial.last_result or {})
+            params = job.space.cast({k: v for k, v in (trial.config or {}).items() if k in job.space.names})
+            if trial.status == "ERROR":
+                state = TrialState.FAIL
+            elif metrics.get(DONE_FLAG):
+                state = TrialState.COMPLETE
+            else:  # stopped early by a scheduler, or not finished yet
+                state = TrialState.PRUNED if trial.status == "TERMINATED" else TrialState.RUNNING
             records.append(
                 TrialRecord(
                     number=number,
@@ -322,7 +333,7 @@ class RayBackend(Backend):
                     params=params,
                     metrics={k: float(v) for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))},
                     duration_s=metrics.get("duration_s") or metrics.get("time_total_s"),
-                    key=metrics.get("trial_id"),
+                    key=trial.trial_id,
                 )
             )
         return records
@@ -337,6 +348,12 @@ class RayBackend(Backend):
             raw = {name: d.sample(random_state=random_state) if hasattr(d, "sample") else d for name, d in domains.items()}
             samples.append(space.cast(raw))
         return samples
+
+
+def _short_temp_root() -> str:
+    """Ray's unix sockets live in its temp folder, and their paths may not exceed 107 bytes."""
+    root = tempfile.gettempdir()
+    return root if len(root) <= 40 else "/tmp"
 
 
 def _check_resources(resources: Mapping[str, float]) -> None:
@@ -367,18 +384,20 @@ def _outcome_of(trial: Any, job: SearchJob, error: str | None = None) -> TrialOu
     )
 
 
+_driver_job: SearchJob | None = None  # the search this driver process runs
+
+
 class _DriverOnly:
-    """Ray pickles the run config into the experiment; the search job lives in the driver process only, so
-    a restored experiment gets fresh callbacks (``_attach``) instead of stale copies."""
+    """Ray pickles the run config, callbacks included, into the experiment and restores it on resume; the
+    callbacks hold no state and find this process's search job here."""
 
-    def __init__(self, job: SearchJob) -> None:
-        self.job = job
+    @property
+    def job(self) -> SearchJob:
+        assert _driver_job is not None
+        return _driver_job
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {}
 
-
-def _progress_callback(job: SearchJob) -> Any:
+def _progress_callback() -> Any:
     """Driver side: records each finished Ray trial in the shared trial loop."""
     from ray.tune import Callback
 
@@ -390,10 +409,10 @@ def _progress_callback(job: SearchJob) -> Any:
             error = f"Ray trial {trial.trial_id} raised; see {trial.local_path}"
             self.job.loop.record(_outcome_of(trial, self.job, error=error))
 
-    return ProgressCallback(job)
+    return ProgressCallback()
 
 
-def _failure_stopper(job: SearchJob) -> Any:
+def _failure_stopper() -> Any:
     """Stops the whole experiment once more trials failed than ``max_failures`` allows."""
     from ray.tune import Stopper
 
@@ -404,11 +423,5 @@ def _failure_stopper(job: SearchJob) -> Any:
         def stop_all(self) -> bool:
             return self.job.loop.stopped
 
-    return FailureStopper(job)
+    return FailureStopper()
 
-
-def _attach(tuner: Any, job: SearchJob) -> None:
-    """This process's progress callback and failure stopper, on a new or restored experiment."""
-    run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = [_progress_callback(job)]
-    run_config.stop = _failure_stopper(job)

@@ -14,7 +14,8 @@ float [low, high]          ``{type: double, bounds: {min: low, max: high}}``
 float, log: true           the same with ``transformation: log``
 float, step: s             ``{type: double, grid: [low, low+s, ..., high]}``
 int [low, high]            ``{type: int, bounds: {min: low, max: high}}``
-int, log: true             the same with ``transformation: log``
+int, log: true             ``{type: double, bounds: {min: low, max: high}, transformation: log}``: SigOpt
+                           log-transforms doubles only; the answer is rounded to the nearest int
 int, step: s > 1           ``{type: int, grid: [low, low+s, ..., high]}``
 categorical                ``{type: categorical, categorical_values: [str(c), ...]}``: SigOpt answers
                            with strings, cast back to the declared choice (``"32"`` -> 32, ``"None"`` -> None)
@@ -38,7 +39,7 @@ from hpsearch.errors import BackendUnavailableError, ConfigError, first_line, ro
 from hpsearch.imports import require
 from hpsearch.loop import Train, TrialSource
 from hpsearch.objective import Objectives
-from hpsearch.space import CategoricalParam, FixedParam, FloatParam, Param, SearchSpace
+from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
 from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
 
 TOKEN_ENV = "SIGOPT_API_TOKEN"
@@ -56,7 +57,7 @@ def native_parameter(param: Param) -> dict[str, Any] | None:
         return {"name": param.name, "type": "categorical", "categorical_values": [str(c) for c in param.choices]}
     if param.low == param.high:
         return None
-    kind = "double" if isinstance(param, FloatParam) else "int"
+    kind = "double" if isinstance(param, FloatParam) or param.log else "int"
     stepped = param.step is not None if isinstance(param, FloatParam) else param.step > 1
     if stepped:
         return {"name": param.name, "type": kind, "grid": param.values()}
@@ -64,6 +65,15 @@ def native_parameter(param: Param) -> dict[str, Any] | None:
     if param.log:
         native["transformation"] = "log"
     return native
+
+
+def typed_assignments(space: SearchSpace, assignments: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed values for every parameter from SigOpt's assignments (log-scale ints come back as doubles)."""
+    values = {**single_values(space), **dict(assignments)}
+    for param in space:
+        if isinstance(param, IntParam) and param.log and param.name in assignments:
+            values[param.name] = round(float(assignments[param.name]))
+    return space.cast(values)
 
 
 def single_values(space: SearchSpace) -> dict[str, Any]:
@@ -182,7 +192,6 @@ class SigOptBackend(Backend):
         if experiment_id is None:
             return []
         connection = self.connection(job.settings)
-        constants = single_values(job.space)
         records = []
         for number, observation in enumerate(self._observations(connection, job, experiment_id)):
             metadata = dict(observation.metadata or {})
@@ -192,7 +201,7 @@ class SigOptBackend(Backend):
                     number=number,
                     state=TrialState.FAIL if observation.failed else TrialState.COMPLETE,
                     values=None if observation.failed else [by_name[name] for name in job.objectives.names],
-                    params=job.space.cast({**constants, **dict(observation.assignments)}),
+                    params=typed_assignments(job.space, observation.assignments),
                     metrics={k: float(v) for k, v in metadata.items() if k not in ("duration_s", "error") and isinstance(v, (int, float))},
                     duration_s=metadata.get("duration_s"),
                     key=str(observation.id),
@@ -227,14 +236,13 @@ class SigOptBackend(Backend):
             metrics=[{"name": "score", "objective": "maximize"}],
             observation_budget=n,
         )
-        constants = single_values(space)
         samples = []
         for _ in range(n):
             suggestion = connection.experiments(experiment.id).suggestions().create()
-            samples.append(space.cast({**constants, **dict(suggestion.assignments)}))
-            connection.experiments(experiment.id).observations().create(
-                suggestion=suggestion.id, values=[{"name": "score", "value": 0.0}]
-            )
+            samples.append(typed_assignments(space, suggestion.assignments))
+            # Failed observations: sigoptlite keeps drawing from its own space-filling design instead of fitting
+            # a model to made-up scores (and stays fast for hundreds of draws).
+            connection.experiments(experiment.id).observations().create(suggestion=suggestion.id, failed=True)
         return samples
 
 
@@ -246,7 +254,6 @@ class ExperimentSource(TrialSource):
         self.job = job
         self.experiment_id = experiment_id
         self.experiment = backend.connection(job.settings).experiments(experiment_id)
-        self.constants = single_values(job.space)
 
     def finished(self) -> int:
         observations = self.backend._observations(self.backend.connection(self.job.settings), self.job, self.experiment_id)
@@ -255,7 +262,7 @@ class ExperimentSource(TrialSource):
     def next(self, train: Train) -> TrialOutcome:
         job = self.job
         suggestion = self.backend._call(job, lambda: self.experiment.suggestions().create())
-        outcome = train(suggestion, job.space.cast({**self.constants, **dict(suggestion.assignments)}))
+        outcome = train(suggestion, typed_assignments(job.space, suggestion.assignments))
         metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s, 3)}
         if outcome.state is TrialState.COMPLETE:
             report: dict[str, Any] = {"values": [{"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.values)]}

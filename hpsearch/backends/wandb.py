@@ -41,7 +41,7 @@ from hpsearch.imports import require
 from hpsearch.loop import Train, TrialSource
 from hpsearch.objective import Objectives
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
-from hpsearch.trials import SearchResult, TrialOutcome, TrialRecord, TrialState
+from hpsearch.trials import SearchResult, TrialOutcome, TrialRecord
 from hpsearch.wandb_tracking import USER_WANDB_DIR, log_outcome, records_from_runs, result_tags, tag_runs
 
 METHODS = ("random", "grid", "bayes")
