@@ -20,9 +20,10 @@ from hpsearch.loop import FailureBudget, Listener, TrialLoop
 from hpsearch.objective import Objectives
 from hpsearch.progress import SearchProgress
 from hpsearch.rerun import rerun_space
-from hpsearch.results import write_results
+from hpsearch.results import write_search_results
 from hpsearch.space import SearchSpace
 from hpsearch.trials import SearchResult
+from hpsearch.workers import WorkerReport, run_workers, visible_gpus, worker_budget, worker_count, worker_index
 
 
 def _positive_int(cfg: DictConfig, key: str, minimum: int) -> int:
@@ -64,7 +65,8 @@ def run(cfg: DictConfig) -> SearchResult | None:
     """Validate the config, load model and data once, run the search, write the results.
 
     Under torchrun every rank calls this; rank zero runs the search and returns its result, the other
-    ranks follow rank zero's decisions and return None.
+    ranks follow rank zero's decisions and return None. With ``workers=N`` this process starts N worker
+    processes, each of which calls this too and returns None, and writes the results once they are done.
     """
     n_trials = 1 if cfg.get("rerun") else _positive_int(cfg, "n_trials", 1)
     seed = _positive_int(cfg, "seed", 0)
@@ -76,6 +78,26 @@ def run(cfg: DictConfig) -> SearchResult | None:
     settings = OmegaConf.to_container(cfg.backend, resolve=True)
     training = OmegaConf.to_container(cfg.training, resolve=True)
     backend.validate(settings, objectives, training)
+    workers = _workers(cfg)
+    job = SearchJob(
+        loop=None,
+        space=space,
+        objectives=objectives,
+        n_trials=n_trials,
+        seed=seed,
+        study_name=str(cfg.study_name) + ("-rerun" if cfg.get("rerun") else ""),
+        storage=None if cfg.get("rerun") else cfg.get("storage"),
+        state_dir=_state_dir(cfg, run_dir),
+        run_dir=run_dir,
+        settings=settings,
+        workers=workers,
+    )
+    failures = FailureBudget(max_failures)
+    progress = SearchProgress(n_trials, objectives, enabled=cfg.get("progress", True) and worker_index() is None)
+    if workers > 1 and worker_index() is None and not backend.runs_own_workers:
+        save_resolved(cfg, run_dir / "config.yaml")
+        result = run_workers(cfg, backend, job, progress, failures)
+        return _conclude(result, failures, objectives, run_dir)
     coordinator = _coordinator(backend, training)
     leader = coordinator is None or coordinator.is_leader
     listeners = _tracking(cfg, backend, run_dir, objectives) if leader else []
@@ -83,22 +105,13 @@ def run(cfg: DictConfig) -> SearchResult | None:
     if not leader:
         _follow(trainer, coordinator)
         return None
+    if worker_index() is not None:
+        job.loop = TrialLoop(trainer, n_trials, progress, failures, [*listeners, WorkerReport(run_dir)], budget=worker_budget())
+        backend.search(job)
+        return None
 
     save_resolved(cfg, run_dir / "config.yaml")
-    failures = FailureBudget(max_failures)
-    loop = TrialLoop(trainer, n_trials, SearchProgress(n_trials, objectives, enabled=cfg.get("progress", True)), failures, listeners)
-    job = SearchJob(
-        loop=loop,
-        space=space,
-        objectives=objectives,
-        n_trials=n_trials,
-        seed=seed,
-        study_name=str(cfg.study_name) + ("-rerun" if cfg.get("rerun") else ""),
-        storage=_storage_url(cfg, run_dir),
-        state_dir=_state_dir(cfg, run_dir),
-        run_dir=run_dir,
-        settings=settings,
-    )
+    job.loop = TrialLoop(trainer, n_trials, progress, failures, listeners)
     # Library objects live for the whole search; freezing them keeps each trial's gc.collect() cheap.
     gc.collect()
     gc.freeze()
@@ -109,25 +122,40 @@ def run(cfg: DictConfig) -> SearchResult | None:
         raise
     finally:
         gc.unfreeze()
-        loop.progress.close()
+        progress.close()
         if coordinator is not None:
             coordinator.decide(("stop",))
             coordinator.close()
         if trainer.rank_reports:
             _write_rank_reports(run_dir, trainer.rank_reports)
-        records = backend.records(job)
-        front = backend.pareto_numbers(job, records) if objectives.is_multi else None
-        result = write_results(run_dir, records, space.names, objectives, front)
-    backend.finish(job, result)
+        result = write_search_results(backend, job)
     for listener in listeners:
         getattr(listener, "finish", lambda result: None)(result)
+    return _conclude(result, failures, objectives, run_dir)
+
+
+def _conclude(result: SearchResult, failures: FailureBudget, objectives: Objectives, run_dir: Path) -> SearchResult:
     if failures.exceeded:
         raise SearchAborted(
-            f"max_failures: {failures.count} trials failed (max_failures={max_failures}); last error: "
+            f"max_failures: {failures.count} trials failed (max_failures={failures.limit}); last error: "
             f"{failures.last_error}; see {run_dir / 'trials.csv'}"
         )
     _report(result, objectives, run_dir)
     return result
+
+
+def _workers(cfg: DictConfig) -> int:
+    """``workers``, or ``workers_per_gpu`` times this machine's GPUs; a clear error for bad values."""
+    workers, per_gpu = cfg.get("workers"), cfg.get("workers_per_gpu")
+    for key, value in (("workers", workers), ("workers_per_gpu", per_gpu)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"{key}: must be an integer >= 1 or null (got {value!r})")
+    count = worker_count(workers, per_gpu, visible_gpus() if per_gpu is not None else [])
+    if count > 1 and world_size() > 1:
+        raise ConfigError(
+            f"workers={count}: torchrun already runs one process per device; drop workers or run without torchrun"
+        )
+    return count
 
 
 def _build_trainer(
@@ -221,17 +249,6 @@ def _state_dir(cfg: DictConfig, run_dir: Path) -> Path:
     if cfg.get("rerun"):  # a re-run is one fresh trial, never a resume of the search's own study
         return (run_dir / "rerun-state").resolve()
     return Path(cfg.storage_dir).expanduser().resolve()
-
-
-def _storage_url(cfg: DictConfig, run_dir: Path) -> str:
-    if cfg.get("rerun"):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{run_dir.resolve() / 'rerun.db'}"
-    if cfg.get("storage"):
-        return str(cfg.storage)
-    folder = _state_dir(cfg, run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / (str(cfg.study_name) + '.db')}"
 
 
 def _report(result: SearchResult, objectives: Objectives, run_dir: Path) -> None:

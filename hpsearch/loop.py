@@ -22,6 +22,7 @@ from hpsearch.trials import TrialOutcome, TrialState
 
 if TYPE_CHECKING:
     from hpsearch.trainer import SearchTrainer
+    from hpsearch.workers import TrialBudget
 
 Train = Callable[[Any, dict[str, Any]], TrialOutcome]
 Listener = Callable[[TrialOutcome], None]
@@ -68,14 +69,21 @@ class TrialLoop:
         progress: SearchProgress,
         failures: FailureBudget,
         listeners: Sequence[Listener] = (),
+        budget: TrialBudget | None = None,
     ) -> None:
         self.trainer = trainer
         self.n_trials = n_trials
+        self.budget = budget  # set in a worker process: trials are claimed from the budget the workers share
         self.progress = progress
         self.failures = failures
         self.listeners = [failures, progress, *listeners]
         self._lost: CollectiveTimeout | None = None  # a DDP rank was lost during the trial being told
         self.attach()
+
+    @property
+    def shared(self) -> bool:
+        """Several worker processes share this search."""
+        return self.budget is not None
 
     @property
     def stopped(self) -> bool:
@@ -120,14 +128,26 @@ class TrialLoop:
             return outcome
 
     def run(self, source: TrialSource) -> None:
-        """Ask, train and tell until ``n_trials`` trials finished, the budget of failures is spent, or the
-        backend has nothing left."""
+        """Ask, train and tell until ``n_trials`` trials finished (with workers: the shared budget is
+        claimed), the budget of failures is spent, or the backend has nothing left."""
         finished = source.finished()
         self.start(finished)
-        while finished < self.n_trials and not self.stopped:
+        while not self.stopped and self._claim(finished):
             outcome = source.next(self.train)
             if self._lost is not None:
                 raise self._lost
+            if outcome is None or not outcome.state.finished:
+                self._give_back()
             if outcome is None:
                 return
             finished += outcome.state.finished
+
+    def _claim(self, finished: int) -> bool:
+        """May another trial start? Alone: while fewer than ``n_trials`` finished; in a worker: if the
+        budget the workers share has one left."""
+        return self.budget.claim() if self.budget is not None else finished < self.n_trials
+
+    def _give_back(self) -> None:
+        """A trial that did not finish (failed) is retried: its claim goes back to the shared budget."""
+        if self.budget is not None:
+            self.budget.give_back()

@@ -121,10 +121,12 @@ def tiny_bert(
     num_attention_heads: int = 2,
     intermediate_size: int = 128,
     hidden_dropout_prob: float = 0.1,
+    vocab_size: int | None = None,
 ) -> PreTrainedModel:
-    """A small randomly initialised BERT classifier."""
+    """A randomly initialised BERT classifier, small by default; ``vocab_size`` (default: the tokenizer's)
+    sizes the embeddings as a real model's would, for benchmarks."""
     config = BertConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden_size,
         num_hidden_layers=num_hidden_layers,
         num_attention_heads=num_attention_heads,

@@ -257,12 +257,27 @@ class SearchTrainer(Trainer):
         self.latest_outcome = None
         try:
             self.train(resume_from_checkpoint=resume_from_checkpoint, trial=Assigned(params, handle))
-        except (TrialFailed, TrialPruned):
+        except TrialFailed:
+            self._free_memory()
+        except TrialPruned:
             pass
         except Exception as error:
             if not _is_prune_signal(error):
                 raise
         return self.latest_outcome
+
+    def _free_memory(self) -> None:
+        """After a failed trial (one that ran out of GPU memory, say), drop what it held before the next one."""
+        import gc
+
+        import torch
+
+        self.model = self.model_wrapped = None
+        self.optimizer = self.lr_scheduler = None
+        self.accelerator.free_memory()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _finish(
         self,

@@ -63,3 +63,13 @@ def rank_one_fails_mid_trial_tiny_bert(
 
         model.register_forward_pre_hook(fail_at_third_forward)
     return model
+
+
+def oom_tiny_bert(num_labels: int, id2label: dict, label2id: dict, tokenizer: Any, hidden_dropout_prob: float) -> Any:
+    """Each process's first trial runs out of memory, as a batch too large for a packed GPU would."""
+    global _models_built
+    _models_built += 1  # the first model is the Trainer's own check before any trial
+    model = tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
+    if _models_built == 2:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+    return model

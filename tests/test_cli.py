@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ def test_smoke_search_from_another_directory(cli: Callable[..., subprocess.Compl
     assert "trials: 100%" in done.stderr and "3/3" in done.stderr
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert set(best) == {"trial", "objective", "hyperparameters", "metrics"}
-    assert (tmp_path / ".hpsearch" / "cli-smoke.db").is_file()  # the default storage: one SQLite file per study
+    assert (tmp_path / ".hpsearch" / "cli-smoke.log").is_file()  # the default storage: optuna's journal file per study
 
 
 def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
@@ -106,20 +105,25 @@ def test_missing_optional_package_gives_install_hint(
     assert done.stderr.strip() == f"hpsearch: error: {message}"
 
 
-def _finished(db: Path) -> int:
-    if not db.exists():
+def _finished(journal: Path) -> int:
+    """Finished trials in a study's default storage, optuna's journal file, read with optuna itself."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if not journal.exists():
         return 0
     try:
-        with sqlite3.connect(db) as connection:
-            return connection.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
-    except sqlite3.OperationalError:
+        study = optuna.load_study(study_name=journal.stem, storage=JournalStorage(JournalFileBackend(str(journal))))
+    except KeyError:
         return 0
+    return sum(trial.state.name in ("COMPLETE", "PRUNED") for trial in study.trials)
 
 
 def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=6", "study_name=resume", "data.train_size=400",
             "training.num_train_epochs=2", f"hydra.run.dir={tmp_path / 'first'}"]
-    db = tmp_path / ".hpsearch" / "resume.db"
+    db = tmp_path / ".hpsearch" / "resume.log"
     first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while _finished(db) < 2 and time.monotonic() < deadline and first.poll() is None:
@@ -143,7 +147,7 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
 def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=5", "study_name=interrupt", "data.train_size=400",
             "training.num_train_epochs=2", f"hydra.run.dir={tmp_path / 'first'}"]
-    db = tmp_path / ".hpsearch" / "interrupt.db"
+    db = tmp_path / ".hpsearch" / "interrupt.log"
     first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while _finished(db) < 1 and time.monotonic() < deadline and first.poll() is None:

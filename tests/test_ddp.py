@@ -153,11 +153,13 @@ MID_TRIAL_FAILURE = [
 ]
 
 
-def _study_states(db: Path) -> list[str]:
-    import sqlite3
+def _study_states(journal: Path) -> list[str]:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
-    with sqlite3.connect(db) as connection:
-        return [row[0] for row in connection.execute("SELECT state FROM trials ORDER BY number")]
+    study = optuna.load_study(study_name=journal.stem, storage=JournalStorage(JournalFileBackend(str(journal))))
+    return [trial.state.name for trial in study.trials]
 
 
 def test_rank_failure_mid_trial_with_restarts_fails_that_trial_and_the_search_goes_on(tmp_path: Path) -> None:
@@ -165,7 +167,7 @@ def test_rank_failure_mid_trial_with_restarts_fails_that_trial_and_the_search_go
     assert done.returncode == 0, done.stderr[-3000:]
     states = [row["state"] for row in trials(tmp_path / "run")]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert _study_states(tmp_path / ".hpsearch" / "smoke.db") == states
+    assert _study_states(tmp_path / ".hpsearch" / "smoke.log") == states
 
 
 def test_rank_failure_mid_trial_without_restarts_ends_the_job_and_records_the_trial(tmp_path: Path) -> None:
@@ -174,4 +176,4 @@ def test_rank_failure_mid_trial_without_restarts_ends_the_job_and_records_the_tr
     assert done.returncode != 0
     assert time.monotonic() - started < 60  # well within a start-up plus training.ddp_timeout=20
     assert "injected failure on rank 1 at the third forward" in done.stderr
-    assert _study_states(tmp_path / ".hpsearch" / "smoke.db") == ["COMPLETE", "FAIL"]  # not left RUNNING
+    assert _study_states(tmp_path / ".hpsearch" / "smoke.log") == ["COMPLETE", "FAIL"]  # not left RUNNING

@@ -149,7 +149,7 @@ def test_no_secret_reaches_the_wandb_run_files(
 ) -> None:
     """A password typed on the command line is not in what W&B would upload: command line, config, metadata."""
     done = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=1",
-               "storage=postgresql://bob:hunter2@127.0.0.1:9/studies", "+notes=api_token=sk-live-42",
+               "storage=postgresql://bob:hunter2@127.0.0.1:9/studies", '+notes="api_token=sk-live-42"',
                **wandb_env(wandb_server))
     assert done.returncode == 0, done.stderr[-3000:]
     files = _all_run_file_bytes((tmp_path / "run" / "wandb").resolve())
@@ -198,3 +198,23 @@ def test_remembered_sweep_unknown_to_the_server_says_where_it_came_from(
         f"hpsearch: error: backend.sweep_id: 'gone123', remembered for study_name=smoke in {state}, is unknown to "
         "the wandb server; delete that file or pick another study_name to start afresh"
     )
+
+
+def test_offline_sweep_without_a_server_runs_wandbs_engine_locally(tmp_path: Path) -> None:
+    """WANDB_MODE=offline and no WANDB_BASE_URL: no network at all (here, any attempt to reach api.wandb.ai
+    fails), suggestions from W&B's own engine in-process, and a second command resumes the same sweep."""
+    from conftest import run_cli
+
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_BASE_URL": "", "WANDB_API_KEY": ""}
+    args = ["experiment=smoke", "backend=wandb", "backend.method=bayes"]
+    first = run_cli([*args, "n_trials=2", f"hydra.run.dir={tmp_path / 'first'}"], tmp_path, **env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli([*args, "n_trials=3", f"hydra.run.dir={tmp_path / 'second'}"], tmp_path, **env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "second" / "trials.csv").open()))
+    assert [row["state"] for row in rows] == ["COMPLETE"] * 3
+    assert rows[:2] == list(csv.DictReader((tmp_path / "first" / "trials.csv").open()))
+    runs = _trial_runs((tmp_path / "second" / "wandb").resolve())
+    assert len(runs) == 3 and len({run.summary["hpsearch/local_sweep"] for run in runs}) == 1
+    best = json.loads((tmp_path / "second" / "best.json").read_text())
+    assert "best" in _tags((tmp_path / "second" / "wandb").resolve())[runs[best["trial"]].run_id]

@@ -30,16 +30,17 @@ def require_in_training_eval(option: str, training: Mapping[str, Any], purpose: 
 class SearchJob:
     """One search, as the orchestration hands it to a backend."""
 
-    loop: TrialLoop  # trains trials and records them: the trainer, progress, failure budget
+    loop: TrialLoop | None  # trains trials and records them; None in the process that only launches workers
     space: SearchSpace
     objectives: Objectives
     n_trials: int
     seed: int
     study_name: str
-    storage: str  # optuna's database URL
+    storage: str | None  # optuna's storage URL; None: the backend's default in state_dir
     state_dir: Path  # where backends keep local state, such as a SigOpt experiment id
     run_dir: Path
     settings: Mapping[str, Any]  # the backend's own config group
+    workers: int = 1  # processes training this search's trials at once on this machine
 
 
 class Backend(ABC):
@@ -47,14 +48,18 @@ class Backend(ABC):
 
     1. ``validate(settings, objectives, training)``: reject a bad backend config before any model or data
        is loaded (and import the backend's package, for a one-line install hint).
-    2. ``search(job)``: run trials through ``job.loop`` until the backend's store holds ``job.n_trials``
+    2. ``prepare(job)``, with ``workers=N``: create or join the study in the backend's store, once, before the
+       worker processes start, so that they all share it; then each worker runs ``search``.
+    3. ``search(job)``: run trials through ``job.loop`` until the backend's store holds ``job.n_trials``
        finished ones (``TrialState.finished``), the failure budget is spent, or the backend has no more.
        It resumes whatever the store already holds for ``job.study_name``.
-    3. ``records(job)``: every trial, read back from the backend's own store. It stands alone: ``search``
+    4. ``records(job)``: every trial, read back from the backend's own store. It stands alone: ``search``
        leaves nothing on the instance for it, so it also works in a fresh process, after a crash.
-    4. ``pareto_numbers(job, records)``: for several objectives, the front as the backend reports it
+    5. ``pareto_numbers(job, records)``: for several objectives, the front as the backend reports it
        (None: hpsearch computes it from the records).
-    5. ``finish(job, result)``: after the results files are written, e.g. tag the best trial's run.
+    6. ``finish(job, result)``: after the results files are written, e.g. tag the best trial's run.
+
+    ``abandon(job, pid)``: a worker process died; its trials must not stay RUNNING.
 
     Capabilities are class attributes, so the orchestration never names a backend.
     """
@@ -65,6 +70,7 @@ class Backend(ABC):
     runs_under_torchrun: ClassVar[bool] = True  # rank zero can drive it while the other ranks follow
     torchrun_hint: ClassVar[str] = ""  # why not, and what to do instead
     logs_wandb_runs: ClassVar[bool] = False  # logs each trial as a W&B run itself (tracking=wandb adds nothing)
+    runs_own_workers: ClassVar[bool] = False  # maps workers=N to its own parallel trials (no hpsearch processes)
 
     def require(self, module: str) -> ModuleType:
         """Import this backend's optional dependency, or fail with a one-line install hint."""
@@ -72,6 +78,9 @@ class Backend(ABC):
 
     def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
         """Reject a bad backend config before any model or data is loaded."""
+
+    def prepare(self, job: SearchJob) -> None:
+        """Create or join the study before worker processes start."""
 
     @abstractmethod
     def search(self, job: SearchJob) -> None:
@@ -87,6 +96,9 @@ class Backend(ABC):
 
     def finish(self, job: SearchJob, result: SearchResult) -> None:
         """After the results are written: e.g. tag the best trial's run in the backend's own store."""
+
+    def abandon(self, job: SearchJob, pid: int) -> None:
+        """Worker process ``pid`` died: record the trial it was training as failed, where the store can."""
 
     @abstractmethod
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:

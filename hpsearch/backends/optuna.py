@@ -16,12 +16,17 @@ fixed                      not sampled; its value joins every trial
 
 The grid sampler enumerates categorical choices, int ranges and stepped float ranges, both ends included.
 
-The study lives in ``storage`` (an SQLAlchemy URL; by default an SQLite file per ``study_name``), so
-rerunning the same command resumes it and runs only the trials still missing to reach ``n_trials``.
+The study lives in ``storage`` (an SQLAlchemy URL, such as PostgreSQL's), by default in optuna's journal file
+``<storage_dir>/<study_name>.log``: the storage optuna recommends for several processes on one machine
+(``workers=N``), which optuna-dashboard reads too. A study kept in ``<storage_dir>/<study_name>.db`` by an
+earlier version stays in its SQLite file. Rerunning the same command resumes the study and runs only the
+trials still missing to reach ``n_trials``. With workers or under torchrun, hpsearch's own trial loop drives the
+study through optuna's ask-and-tell interface; in one process, ``Trainer.hyperparameter_search`` does.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +48,7 @@ from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
 if TYPE_CHECKING:
     import optuna
 
+WORKER_PID = "worker_pid"  # trial user attribute: the process training it
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
 
@@ -148,12 +154,27 @@ class OptunaBackend(Backend):
                 )
             require_in_training_eval(f"backend.pruner={pruner}", training, "pruning")
 
+    def _storage(self, job: SearchJob) -> optuna.storages.BaseStorage:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        if job.storage:
+            return open_storage(job.storage)
+        job.state_dir.mkdir(parents=True, exist_ok=True)
+        sqlite = job.state_dir / f"{job.study_name}.db"
+        if sqlite.is_file():
+            return open_storage(f"sqlite:///{sqlite}")
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(job.state_dir / f"{job.study_name}.log")))
+
     def _study(self, job: SearchJob) -> optuna.Study:
         import optuna
 
         study = optuna.create_study(
             study_name=job.study_name,
-            storage=open_storage(job.storage),
+            storage=self._storage(job),
             directions=job.objectives.directions,
             load_if_exists=True,
         )
@@ -174,9 +195,10 @@ class OptunaBackend(Backend):
         # Offset the seed by the trials already stored, so a resumed study does not replay its first samples.
         study.sampler = make_sampler(settings["sampler"], settings.get("sampler_kwargs") or {}, job.space, job.seed + len(study.trials))
         study.pruner = make_pruner(settings["pruner"], settings.get("pruner_kwargs") or {})
-        if job.loop.trainer.coordinator is not None:
+        if job.loop.trainer.coordinator is not None or job.loop.shared:
             # Under torchrun rank zero drives the study itself: transformers' DDP path makes the other ranks
             # count trials on their own, which deadlocks on pruning and failures (see hpsearch.distributed).
+            # Worker processes claim each trial from the budget they share before asking for it.
             def report(trial: optuna.Trial, step: int, metrics: dict[str, float]) -> None:
                 _report_and_prune(trial, step, job.objectives.values(metrics)[0])
 
@@ -187,7 +209,7 @@ class OptunaBackend(Backend):
         job.loop.start(finished)
         if finished >= job.n_trials:
             return
-        job.loop.attach(assign=lambda trial: suggest(trial, job.space), finished=lambda trial, outcome: _store(trial, outcome, job))
+        job.loop.attach(assign=lambda trial: suggest(trial, job.space), finished=lambda trial, outcome: _store_or_stop(trial, outcome, job))
         try:
             job.loop.trainer.hyperparameter_search(
                 hp_space=lambda trial: suggest(trial, job.space),
@@ -212,7 +234,7 @@ class OptunaBackend(Backend):
         import optuna
 
         try:
-            study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage))
+            study = optuna.load_study(study_name=job.study_name, storage=self._storage(job))
         except KeyError:
             return []
         fixed = {param.name: param.value for param in job.space if isinstance(param, FixedParam)}
@@ -227,6 +249,18 @@ class OptunaBackend(Backend):
             )
             for trial in study.get_trials(deepcopy=False)
         ]
+
+    def prepare(self, job: SearchJob) -> None:
+        self._study(job)
+
+    def abandon(self, job: SearchJob, pid: int) -> None:
+        import optuna
+
+        study = self._study(job)
+        for trial in study.get_trials(deepcopy=False, states=_states(TrialState.RUNNING)):
+            if trial.user_attrs.get(WORKER_PID) == pid:
+                study._storage.set_trial_user_attr(trial._trial_id, "error", f"worker process {pid} died")
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         import optuna
@@ -255,8 +289,9 @@ class StudySource(TrialSource):
         import optuna
 
         trial = self.study.ask()
+        trial.set_user_attr(WORKER_PID, os.getpid())
         outcome = train(trial, suggest(trial, self.job.space))
-        _store(trial, outcome, self.job)
+        _store(trial, outcome)
         state = optuna.trial.TrialState[outcome.state.value]
         self.study.tell(trial, outcome.values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
         return outcome
@@ -271,10 +306,15 @@ def _report_and_prune(trial: optuna.Trial, step: int, value: float) -> None:
         raise optuna.TrialPruned(f"pruned at step {step}")
 
 
-def _store(trial: optuna.Trial, outcome: TrialOutcome, job: SearchJob) -> None:
+def _store(trial: optuna.Trial, outcome: TrialOutcome) -> None:
     trial.set_user_attr("metrics", outcome.metrics)
     if outcome.error:
         trial.set_user_attr("error", outcome.error)
+
+
+def _store_or_stop(trial: optuna.Trial, outcome: TrialOutcome, job: SearchJob) -> None:
+    """Inside transformers' ``study.optimize``: store the outcome, and stop the study once too many failed."""
+    _store(trial, outcome)
     if job.loop.stopped:
         trial.study.stop()
 

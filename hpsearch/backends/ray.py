@@ -159,6 +159,7 @@ class RayBackend(Backend):
     package = "ray[tune]"
     extra = "ray"
     runs_under_torchrun = False
+    runs_own_workers = True  # workers=N: N concurrent Ray trials in Ray's own, reused, worker processes
     torchrun_hint = (
         "Ray starts its own workers, so it does not run under torchrun; run 'python -m hpsearch backend=ray' "
         "and give each trial devices with backend.resources_per_trial"
@@ -292,7 +293,8 @@ class RayBackend(Backend):
                 metric=job.objectives.names[0] if single else None,
                 mode=job.objectives.directions[0][:3] if single else None,
                 num_samples=job.n_trials,
-                max_concurrent_trials=job.settings.get("max_concurrent_trials"),
+                max_concurrent_trials=job.settings.get("max_concurrent_trials") or (job.workers if job.workers > 1 else None),
+                reuse_actors=True,  # a Ray worker process trains trial after trial
                 search_alg=self._search_alg(job),
                 scheduler=self._scheduler(job),
             ),

@@ -167,7 +167,7 @@ class SigOptBackend(Backend):
                 parameters=native_parameters(job.space),
                 metrics=[{"name": o.metric, "objective": o.direction} for o in job.objectives.items],
                 observation_budget=job.n_trials,
-                parallel_bandwidth=1,
+                parallel_bandwidth=job.workers,
             ),
         )
         if job.settings.get("driver") != "lite":
@@ -178,14 +178,18 @@ class SigOptBackend(Backend):
         pages = self._call(job, lambda: list(connection.experiments(experiment_id).observations().fetch().iterate_pages()))
         return sorted(pages, key=lambda o: (o.created or 0, int(o.id) if str(o.id).isdigit() else 0))
 
-    def search(self, job: SearchJob) -> None:
+    def prepare(self, job: SearchJob) -> None:
+        """Create the experiment, or close the suggestions a crashed run left open, before workers share it."""
         connection = self.connection(job.settings)
         joined = self._experiment_id(job)
         experiment_id = joined or self._create_experiment(connection, job)
-        experiment = connection.experiments(experiment_id)
-        if joined:  # close suggestions a crashed run left open
-            self._call(job, lambda: experiment.suggestions().delete(state="open"))
-        job.loop.run(ExperimentSource(self, job, experiment_id))
+        if joined:
+            self._call(job, lambda: connection.experiments(experiment_id).suggestions().delete(state="open"))
+
+    def search(self, job: SearchJob) -> None:
+        if not job.loop.shared:  # a worker joins the experiment its launcher prepared
+            self.prepare(job)
+        job.loop.run(ExperimentSource(self, job, self._experiment_id(job)))
 
     def records(self, job: SearchJob) -> list[TrialRecord]:
         experiment_id = self._experiment_id(job)
@@ -261,6 +265,13 @@ class ExperimentSource(TrialSource):
 
     def next(self, train: Train) -> TrialOutcome:
         job = self.job
+        if job.settings.get("driver") == "lite":
+            # sigoptlite draws from numpy's global generator, which every trial's set_seed resets: without a
+            # fresh seed per suggestion it would suggest the same point again and again.
+            import numpy as np
+
+            observed = len(self.backend._observations(self.backend.connection(job.settings), job, self.experiment_id))
+            np.random.seed(job.seed + observed)
         suggestion = self.backend._call(job, lambda: self.experiment.suggestions().create())
         outcome = train(suggestion, typed_assignments(job.space, suggestion.assignments))
         metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s, 3)}

@@ -23,7 +23,10 @@ categorical                ``{values: choices}``
 fixed                      ``{value: v}``
 =========================  ===================================================================
 
-A sweep optimises one metric, so several objectives are rejected. ``backend.sweep_id`` joins an existing
+With ``WANDB_MODE=offline`` and no ``WANDB_BASE_URL``, nothing touches the network: W&B's own sweep engine
+(the ``sweeps`` package a W&B server runs) suggests each trial in this process, from the runs already written,
+and the runs are written offline as usual; ``wandb sync`` uploads them later. A sweep optimises one metric, so
+several objectives are rejected. ``backend.sweep_id`` joins an existing
 sweep, so agents on several machines share it; otherwise the sweep created for ``study_name`` is kept in
 ``<storage_dir>/wandb-<study_name>.json`` and a rerun joins it.
 """
@@ -31,6 +34,7 @@ sweep, so agents on several machines share it; otherwise the sweep created for `
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,6 +84,7 @@ def sweep_config(space: SearchSpace, objectives: Objectives, settings: Mapping[s
 
 
 SWEEP_ID = "sweep_id"
+LOCAL_SWEEP_KEY = "hpsearch/local_sweep"  # run summary key: the local sweep a run belongs to
 
 
 class WandbBackend(Backend):
@@ -123,13 +128,25 @@ class WandbBackend(Backend):
             return folder
         return self.keep_with_study(job, "wandb", inside="wandb")
 
-    def search(self, job: SearchJob) -> None:
-        wandb = self.require("wandb")
+    def prepare(self, job: SearchJob) -> None:
+        """Create the sweep (or a local one, offline without a server) unless this study_name has one."""
+        if self.remembered_id(job, SWEEP_ID):
+            return
+        if _local_engine():
+            self.remember_id(job, SWEEP_ID, f"local-{uuid.uuid4().hex[:8]}")
+            return
         if not _offline():
             _check_reachable()
-        sweep_id = self.remembered_id(job, SWEEP_ID) or self._create_sweep(wandb, job)
+        self._create_sweep(self.require("wandb"), job)
+
+    def search(self, job: SearchJob) -> None:
+        wandb = self.require("wandb")
+        if not job.loop.shared:  # a worker joins the sweep its launcher prepared
+            self.prepare(job)
+        sweep_id = self.remembered_id(job, SWEEP_ID)
+        source = LocalSweepSource if _local_engine() else SweepSource
         job.loop.attach(report=lambda run, step, metrics: run.log(metrics, step=step))
-        job.loop.run(SweepSource(self, job, wandb, sweep_id))
+        job.loop.run(source(self, job, wandb, sweep_id))
 
     def _runs(self, job: SearchJob) -> list[Any]:
         from hpsearch.wandb_files import read_runs
@@ -138,7 +155,8 @@ class WandbBackend(Backend):
         if sweep_id is None:
             return []
         if _offline():
-            return [run for run in read_runs(self.run_files(job) / "wandb") if run.sweep_id == sweep_id.split("/")[-1]]
+            sweep = sweep_id.split("/")[-1]
+            return [run for run in read_runs(self.run_files(job) / "wandb") if sweep in (run.sweep_id, run.summary.get(LOCAL_SWEEP_KEY))]
         wandb = self.require("wandb")
         path = "/".join(part for part in (job.settings.get("entity"), job.settings.get("project"), sweep_id) if part)
         try:
@@ -213,6 +231,56 @@ class SweepSource(TrialSource):
             box["outcome"] = outcome
         except HPSearchError as error:
             box["error"] = error
+
+
+class LocalSweepSource(TrialSource):
+    """W&B's own sweep engine in this process, for offline sweeps without a server; one offline run per trial."""
+
+    def __init__(self, backend: WandbBackend, job: SearchJob, wandb: Any, sweep_id: str) -> None:
+        self.backend = backend
+        self.job = job
+        self.wandb = wandb
+        self.sweep_id = sweep_id
+        self.sweeps = require("sweeps", "backend=wandb with WANDB_MODE=offline and no WANDB_BASE_URL", "sweeps", "wandb")
+        self.config = sweep_config(job.space, job.objectives, job.settings)
+        self.folder = backend.run_files(job)
+
+    def finished(self) -> int:
+        return sum(record.state.finished for record in self.backend.records(self.job))
+
+    def next(self, train: Train) -> TrialOutcome | None:
+        import numpy as np
+
+        job = self.job
+        runs = [self._sweep_run(record) for record in self.backend.records(job)]
+        np.random.seed(job.seed + len(runs))  # the engine draws from numpy's global generator
+        suggestion = self.sweeps.next_run(self.config, runs)
+        if suggestion is None:  # a grid ran out
+            return None
+        params = job.space.cast({name: entry["value"] for name, entry in suggestion.config.items()})
+        run = self.wandb.init(
+            group=job.study_name, job_type="trial", tags=[job.study_name], config=params, dir=str(self.folder),
+            reinit="create_new",
+        )
+        run.summary[LOCAL_SWEEP_KEY] = self.sweep_id
+        outcome = train(run, params)
+        log_outcome(run, outcome, job.objectives)
+        return outcome
+
+    def _sweep_run(self, record: TrialRecord) -> Any:
+        """A finished trial as the engine sees a run: its config and its objective in the summary."""
+        metric = self.job.objectives.names[0]
+        return self.sweeps.SweepRun(
+            name=record.key,
+            state=self.sweeps.RunState.finished if record.is_complete else self.sweeps.RunState.failed,
+            config={name: {"value": value} for name, value in record.params.items()},
+            summaryMetrics={metric: record.values[0]} if record.is_complete else {},
+        )
+
+
+def _local_engine() -> bool:
+    """Offline with no server named: the sweep runs on W&B's own engine in this process."""
+    return _offline() and not os.environ.get("WANDB_BASE_URL")
 
 
 def _offline() -> bool:

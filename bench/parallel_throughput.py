@@ -1,0 +1,135 @@
+"""Trials per hour: plain ``Trainer.hyperparameter_search`` (sequential) vs hpsearch with 1 and more workers.
+
+- CPU (default): the tiny smoke model, fixed hyperparameters and trial size; hpsearch with ``workers=1`` and
+  ``workers=2`` on this machine's cores.
+- GPU (``--gpu``): BERT-shaped classifiers with random weights on synthetic text (sequence length 128, bf16):
+  22M parameters (MiniLM size) and 110M (BERT-base size), ``workers_per_gpu`` = 1, 2, 4, 8 on one GPU, with
+  each run's mean GPU utilisation.
+
+Every search runs in a fresh process. The baseline gets its best simple setup (``gc.freeze()`` after setup,
+the same data, model and arguments). Each row reports trials per hour and its ratio to the baseline. Usage::
+
+    python bench/parallel_throughput.py [--trials 8]
+    python bench/parallel_throughput.py --gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fixed_space, hpsearch_seconds, plain_seconds  # noqa: E402
+
+CPU_PARAMS = {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "hidden_dropout_prob": 0.1}
+CPU_OVERRIDES = ["experiment=smoke", "data.train_size=400", "training.num_train_epochs=2"]
+GPU_PARAMS = {"learning_rate": 1e-4, "per_device_train_batch_size": 32, "hidden_dropout_prob": 0.1}
+GPU_MODELS = {  # BERT shapes: (hidden, layers, heads, intermediate); vocabulary 30522 as BERT's
+    "22M": (384, 6, 12, 1536),
+    "110M": (768, 12, 12, 3072),
+}
+GPU_STEPS = {"22M": 200, "110M": 100}
+
+
+def synthetic_corpus(path: Path, rows: int = 4000, seed: int = 0) -> Path:
+    """Random 'sentences' of 150 words over a 5,000-word vocabulary, with random binary labels."""
+    generator = random.Random(seed)
+    words = [f"w{index}" for index in range(5000)]
+    lines = ["text,label"] + [f"{' '.join(generator.choices(words, k=150))},{generator.randint(0, 1)}" for _ in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def gpu_overrides(size: str, corpus: Path) -> list[str]:
+    hidden, layers, heads, intermediate = GPU_MODELS[size]
+    return [
+        "experiment=smoke", f"data.source={corpus}", "data.max_length=128", "data.train_size=3000", "data.eval_size=256",
+        f"model.tokenizer.corpus={corpus}", f"model.model_init.hidden_size={hidden}",
+        f"model.model_init.num_hidden_layers={layers}", f"model.model_init.num_attention_heads={heads}",
+        f"model.model_init.intermediate_size={intermediate}", "+model.model_init.vocab_size=30522",
+        f"training.max_steps={GPU_STEPS[size]}", "training.bf16=true", "training.dataloader_num_workers=2",
+    ]
+
+
+def child(side: str, workers: int, n_trials: int, gpu_size: str | None) -> float:
+    """In the fresh process: one search, its wall time."""
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        if gpu_size is None:
+            overrides, params = CPU_OVERRIDES, CPU_PARAMS
+        else:
+            overrides, params = gpu_overrides(gpu_size, synthetic_corpus(workdir / "corpus.csv")), GPU_PARAMS
+        if side == "plain":
+            return plain_seconds(overrides, params, n_trials, workdir, freeze=True)
+        workers_key = "workers_per_gpu" if gpu_size is not None else "workers"
+        return hpsearch_seconds([*overrides, f"n_trials={n_trials}", f"{workers_key}={workers}", *fixed_space(params)], workdir)
+
+
+def _gpu_utilisation(stop: threading.Event, samples: list[float]) -> None:
+    while not stop.is_set():
+        done = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip():
+            samples.append(statistics.mean(float(line) for line in done.stdout.split()))
+        stop.wait(0.5)
+
+
+def measure(side: str, workers: int, n_trials: int, gpu_size: str | None) -> dict[str, Any]:
+    """One search in a fresh process: trials per hour, and the mean GPU utilisation on a GPU."""
+    samples: list[float] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=_gpu_utilisation, args=(stop, samples), daemon=True)
+    if gpu_size is not None:
+        sampler.start()
+    command = [sys.executable, __file__, "--child", side, str(workers), str(n_trials), gpu_size or "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    stop.set()
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return {"trials_per_hour": n_trials * 3600 / seconds, "gpu_util": statistics.mean(samples) if samples else None}
+
+
+def report(title: str, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    baseline = rows[0][1]["trials_per_hour"]
+    print(f"\n{title}")
+    print(f"  {'search':<34} {'trials/hour':>12} {'x plain':>8} {'GPU util':>9}")
+    for name, row in rows:
+        util = f"{row['gpu_util']:.0f}%" if row["gpu_util"] is not None else "-"
+        print(f"  {name:<34} {row['trials_per_hour']:>12.1f} {row['trials_per_hour'] / baseline:>8.2f} {util:>9}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true", help="the GPU mode (22M and 110M models, workers_per_gpu 1..8)")
+    parser.add_argument("--trials", type=int, default=None, help="trials per search (default: 8 on CPU, 16 on GPU)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        side, workers, n_trials, size = options.child
+        print(json.dumps({"seconds": child(side, int(workers), int(n_trials), None if size == "cpu" else size)}))
+        return
+    if not options.gpu:
+        n_trials = options.trials or 8
+        rows = [("plain Trainer.hyperparameter_search", measure("plain", 1, n_trials, None))]
+        rows += [(f"hpsearch workers={n}", measure("hpsearch", n, n_trials, None)) for n in (1, 2)]
+        report(f"CPU, tiny model, {n_trials} trials per search", rows)
+        return
+    n_trials = options.trials or 16
+    for size in GPU_MODELS:
+        rows = [("plain Trainer.hyperparameter_search", measure("plain", 1, n_trials, size))]
+        rows += [(f"hpsearch workers_per_gpu={k}", measure("hpsearch", k, n_trials, size)) for k in (1, 2, 4, 8)]
+        report(f"GPU, {size} BERT-shaped model, {GPU_STEPS[size]} steps x {n_trials} trials", rows)
+
+
+if __name__ == "__main__":
+    main()

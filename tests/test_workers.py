@@ -1,0 +1,179 @@
+"""``workers=N``: persistent worker processes on one machine sharing one search, run as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_env, wandb_env
+from hpsearch.workers import TrialBudget, worker_count, worker_environments
+from standins.sigopt_server import SigOptStandIn
+from standins.wandb_server import WandbStandIn
+
+POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES_URL")
+TWO_WORKERS = ["experiment=smoke", "workers=2", "n_trials=4"]
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run_dir / "trials.csv").open()))
+
+
+def worker_lines(run_dir: Path) -> list[dict]:
+    """``workers.jsonl``: one line per trial a worker process trained."""
+    return [json.loads(line) for line in (run_dir / "workers.jsonl").read_text().splitlines()]
+
+
+def assert_shared_search(run_dir: Path, n_trials: int) -> None:
+    """Exactly n_trials finished trials, distinct numbers, complete results, trained in both processes."""
+    table = rows(run_dir)
+    finished = [row for row in table if row["state"] in ("COMPLETE", "PRUNED")]
+    assert len(finished) == n_trials
+    assert len({row["number"] for row in table}) == len(table)
+    assert (run_dir / "best.json").is_file() and (run_dir / "best_hyperparameters.yaml").is_file()
+    lines = worker_lines(run_dir)
+    assert len(lines) == len(table)  # every trial of the study was trained by a worker of this search
+    assert len({line["pid"] for line in lines}) == 2, lines  # ... in both processes
+
+
+DEVICES = [  # (workers, workers_per_gpu, gpus, cores) -> each worker's CUDA_VISIBLE_DEVICES and threads
+    ((2, None, [], 2), [(None, "1"), (None, "1")]),
+    ((None, None, [], 2), [(None, "2")]),
+    ((None, 2, ["0", "1"], 16), [("0", "4"), ("1", "4"), ("0", "4"), ("1", "4")]),
+    ((3, None, ["0", "1"], 12), [("0", "4"), ("1", "4"), ("0", "4")]),
+    ((None, 2, ["3", "5"], 2), [("3", "1"), ("5", "1"), ("3", "1"), ("5", "1")]),
+]
+
+
+@pytest.mark.parametrize(("given", "expected"), DEVICES)
+def test_device_assignment(given: tuple, expected: list[tuple]) -> None:
+    workers, per_gpu, gpus, cores = given
+    environments = worker_environments(worker_count(workers, per_gpu, gpus), gpus, cores)
+    assert [(env.get("CUDA_VISIBLE_DEVICES"), env["OMP_NUM_THREADS"]) for env in environments] == expected
+    assert [env["HPSEARCH_WORKER"] for env in environments] == [str(i) for i in range(len(expected))]
+
+
+def test_budget_is_shared_and_failed_trials_are_given_back(tmp_path: Path) -> None:
+    budget = TrialBudget.create(tmp_path / "budget.json", 2)
+    other = TrialBudget(tmp_path / "budget.json")  # another worker's view of the same file
+    assert budget.claim() and other.claim()
+    assert not budget.claim() and not other.claim()
+    other.give_back()
+    assert budget.claim() and budget.remaining == 0
+
+
+def test_optuna_default_storage(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli(*TWO_WORKERS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_shared_search(tmp_path / "run", 4)
+    assert "4/4" in done.stderr  # one progress display over the whole search
+    assert (tmp_path / ".hpsearch" / "smoke.log").is_file()  # optuna's journal file: safe for parallel writers
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set HPSEARCH_TEST_POSTGRES_URL (see .ci/postgres.sh)")
+def test_optuna_on_postgres(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli(*TWO_WORKERS, f"storage={POSTGRES_URL}", f"study_name=workers-{os.getpid()}-{time.time_ns()}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_shared_search(tmp_path / "run", 4)
+
+
+def test_sigopt_stand_in(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    with SigOptStandIn() as server:
+        done = cli(*TWO_WORKERS, "backend=sigopt", SIGOPT_API_URL=server.url, SIGOPT_API_TOKEN=server.token)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (experiment,) = server.experiments.values()
+        (observations,) = server.observations.values()
+    assert experiment["parallel_bandwidth"] == 2
+    assert len(observations) == 4
+    assert_shared_search(tmp_path / "run", 4)
+
+
+def test_wandb_stand_in(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    with WandbStandIn() as server:
+        done = cli(*TWO_WORKERS, "backend=wandb", "backend.method=random", **wandb_env(server))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert len(server.sweeps) == 1  # the workers are agents of one sweep
+        assert len(set(server.agents.values())) == 1 and len(server.agents) >= 2
+    assert_shared_search(tmp_path / "run", 4)
+
+
+def _study(tmp_path: Path, name: str):  # noqa: ANN202 - an optuna Study
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / ".hpsearch" / f"{name}.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_killed_worker_does_not_stop_the_other_and_its_trial_is_failed(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "workers=2", "n_trials=6", "study_name=kill",
+            "data.train_size=400", "training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'first'}"]
+    launcher = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import psutil
+
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = _study(tmp_path, "kill")
+        except (KeyError, FileNotFoundError, ValueError):
+            continue
+        running = [t for t in study.trials if t.state.name == "RUNNING" and t.number >= 1]
+        if running:
+            victim = int(running[0].user_attrs["worker_pid"])
+    assert victim is not None and psutil.pid_exists(victim)
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=240)
+    states = [t.state.name for t in _study(tmp_path, "kill").trials]
+    assert "RUNNING" not in states  # the killed worker's trial was failed, not left running
+    assert states.count("FAIL") >= 1
+    assert states.count("COMPLETE") >= 2  # the other worker went on
+    assert str(victim) in stderr  # the launcher says which worker died
+
+    args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
+    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [row["state"] for row in rows(tmp_path / "second")].count("COMPLETE") == 6
+
+
+def test_out_of_memory_trial_is_failed_and_the_worker_goes_on(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli(
+        "experiment=smoke", "workers=2", "n_trials=3", "max_failures=10",
+        "model.model_init._target_=helpers.oom_tiny_bert", "~model.model_init.hidden_size", "~model.model_init.num_hidden_layers",
+        "~model.model_init.num_attention_heads", "~model.model_init.intermediate_size",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = rows(tmp_path / "run")
+    assert [row["state"] for row in table].count("COMPLETE") == 3
+    failed = [row for row in table if row["state"] == "FAIL"]
+    assert len(failed) == 2  # each worker's first trial
+    assert all("OutOfMemoryError" in row.get("error", "OutOfMemoryError") for row in failed)
+
+
+def test_worker_memory_stays_flat_over_twenty_trials(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    done = cli("experiment=smoke", "workers=2", "n_trials=20", "data.train_size=128", "data.eval_size=64", timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    by_worker: dict[int, list[float]] = {}
+    for entry in worker_lines(tmp_path / "run"):
+        by_worker.setdefault(entry["pid"], []).append(entry["rss_mb"])
+    for series in by_worker.values():
+        assert len(series) >= 5
+        settled = series[2:]  # the first trials warm caches and allocators up
+        assert max(settled) - min(settled) < 40, series
+
+
+def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hpsearch",
+               "experiment=smoke", "workers=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(command, cwd=tmp_path, env=cli_env(GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    assert "workers=2: torchrun already runs one process per device" in done.stderr
