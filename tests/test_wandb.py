@@ -203,13 +203,20 @@ def test_remembered_sweep_unknown_to_the_server_says_where_it_came_from(
 def test_offline_sweep_without_a_server_runs_wandbs_engine_locally(tmp_path: Path) -> None:
     """WANDB_MODE=offline and no WANDB_BASE_URL: no network at all (here, any attempt to reach api.wandb.ai
     fails), suggestions from W&B's own engine in-process, and a second command resumes the same sweep."""
-    from conftest import run_cli
+    import sys
 
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_BASE_URL": "", "WANDB_API_KEY": ""}
-    args = ["experiment=smoke", "backend=wandb", "backend.method=bayes"]
-    first = run_cli([*args, "n_trials=2", f"hydra.run.dir={tmp_path / 'first'}"], tmp_path, **env)
+    from conftest import cli_env
+
+    env = {k: v for k, v in cli_env(WANDB_MODE="offline", WANDB_SILENT="true").items() if k not in ("WANDB_BASE_URL", "WANDB_API_KEY")}
+
+    def search(n_trials: int, name: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "backend=wandb", "backend.method=bayes",
+                f"n_trials={n_trials}", f"hydra.run.dir={tmp_path / name}"]
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+
+    first = search(2, "first")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = run_cli([*args, "n_trials=3", f"hydra.run.dir={tmp_path / 'second'}"], tmp_path, **env)
+    second = search(3, "second")
     assert second.returncode == 0, second.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "second" / "trials.csv").open()))
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3

@@ -285,16 +285,34 @@ class StudySource(TrialSource):
     def finished(self) -> int:
         return _finished(self.study)
 
-    def next(self, train: Train) -> TrialOutcome:
+    def next(self, train: Train) -> TrialOutcome | None:
         import optuna
 
+        if _grid_exhausted(self.study):
+            return None
         trial = self.study.ask()
         trial.set_user_attr(WORKER_PID, os.getpid())
-        outcome = train(trial, suggest(trial, self.job.space))
+        try:
+            outcome = train(trial, suggest(trial, self.job.space))
+        except BaseException:  # Ctrl-C, a config error: the trial must not stay RUNNING
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         _store(trial, outcome)
         state = optuna.trial.TrialState[outcome.state.value]
-        self.study.tell(trial, outcome.values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        try:
+            self.study.tell(trial, outcome.values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        except RuntimeError:
+            # A used-up grid makes GridSampler call study.stop(), which raises outside study.optimize once the
+            # trial is stored; the next call then finds the grid exhausted.
+            if not _grid_exhausted(self.study):
+                raise
         return outcome
+
+
+def _grid_exhausted(study: optuna.Study) -> bool:
+    import optuna
+
+    return isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study)
 
 
 def _report_and_prune(trial: optuna.Trial, step: int, value: float) -> None:

@@ -233,20 +233,13 @@ class SweepSource(TrialSource):
             box["error"] = error
 
 
-class LocalSweepSource(TrialSource):
+class LocalSweepSource(SweepSource):
     """W&B's own sweep engine in this process, for offline sweeps without a server; one offline run per trial."""
 
     def __init__(self, backend: WandbBackend, job: SearchJob, wandb: Any, sweep_id: str) -> None:
-        self.backend = backend
-        self.job = job
-        self.wandb = wandb
-        self.sweep_id = sweep_id
+        super().__init__(backend, job, wandb, sweep_id)
         self.sweeps = require("sweeps", "backend=wandb with WANDB_MODE=offline and no WANDB_BASE_URL", "sweeps", "wandb")
         self.config = sweep_config(job.space, job.objectives, job.settings)
-        self.folder = backend.run_files(job)
-
-    def finished(self) -> int:
-        return sum(record.state.finished for record in self.backend.records(self.job))
 
     def next(self, train: Train) -> TrialOutcome | None:
         import numpy as np
