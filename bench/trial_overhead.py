@@ -10,7 +10,7 @@ so the difference is orchestration overhead:
 Per-trial cost is the slope between a short and a long search, which cancels start-up (imports, data, the
 first model). Every search runs in its own fresh Python process, the sides interleaved. Usage::
 
-    python bench/trial_overhead.py [--short 2] [--long 10] [--repeats 3]
+    python bench/trial_overhead.py [--short 2] [--long 26] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def one_search(side: str, n_trials: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", type=int, default=2)
-    parser.add_argument("--long", type=int, default=10)
+    parser.add_argument("--long", type=int, default=26)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "N"), help=argparse.SUPPRESS)
     options = parser.parse_args()
