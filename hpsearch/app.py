@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,21 +109,19 @@ def run(cfg: DictConfig) -> SearchResult | None:
         return None
     if worker_index() is not None:
         job.loop = TrialLoop(trainer, n_trials, progress, failures, [*listeners, WorkerReport(run_dir)], budget=worker_budget())
-        backend.search(job)
+        with _long_lived_frozen():
+            backend.search(job)
         return None
 
     save_resolved(cfg, run_dir / "config.yaml")
     job.loop = TrialLoop(trainer, n_trials, progress, failures, listeners)
-    # Library objects live for the whole search; freezing them keeps each trial's gc.collect() cheap.
-    gc.collect()
-    gc.freeze()
     try:
-        backend.search(job)
+        with _long_lived_frozen():
+            backend.search(job)
     except CollectiveTimeout:
         coordinator = None  # the other ranks are gone: nobody to tell
         raise
     finally:
-        gc.unfreeze()
         progress.close()
         if coordinator is not None:
             coordinator.decide(("stop",))
@@ -132,6 +132,17 @@ def run(cfg: DictConfig) -> SearchResult | None:
     for listener in listeners:
         getattr(listener, "finish", lambda result: None)(result)
     return _conclude(result, failures, objectives, run_dir)
+
+
+@contextmanager
+def _long_lived_frozen() -> Iterator[None]:
+    """Library objects live for the whole search; freezing them keeps each trial's gc.collect() cheap."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _conclude(result: SearchResult, failures: FailureBudget, objectives: Objectives, run_dir: Path) -> SearchResult:
