@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +51,28 @@ def synthetic_corpus(path: Path, rows: int = 4000, seed: int = 0) -> Path:
     return path
 
 
-def gpu_overrides(size: str, corpus: Path) -> list[str]:
+def gpu_overrides(size: str, corpus: Path, steps: int) -> list[str]:
+    import torch
+
     hidden, layers, heads, intermediate = GPU_MODELS[size]
+    bf16 = torch.cuda.is_available()  # bf16 needs a GPU (the mode also runs, slowly, on CPU as a check)
     return [
         "experiment=smoke", f"data.source={corpus}", "data.max_length=128", "data.train_size=3000", "data.eval_size=256",
         f"model.tokenizer.corpus={corpus}", f"model.model_init.hidden_size={hidden}",
         f"model.model_init.num_hidden_layers={layers}", f"model.model_init.num_attention_heads={heads}",
         f"model.model_init.intermediate_size={intermediate}", "+model.model_init.vocab_size=30522",
-        f"training.max_steps={GPU_STEPS[size]}", "training.bf16=true", "training.dataloader_num_workers=2",
+        f"training.max_steps={steps}", f"training.bf16={str(bf16).lower()}", "training.dataloader_num_workers=2",
     ]
 
 
-def child(side: str, workers: int, n_trials: int, gpu_size: str | None) -> float:
+def child(side: str, workers: int, n_trials: int, gpu_size: str | None, steps: int) -> float:
     """In the fresh process: one search, its wall time."""
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         if gpu_size is None:
             overrides, params = CPU_OVERRIDES, CPU_PARAMS
         else:
-            overrides, params = gpu_overrides(gpu_size, synthetic_corpus(workdir / "corpus.csv")), GPU_PARAMS
+            overrides, params = gpu_overrides(gpu_size, synthetic_corpus(workdir / "corpus.csv"), steps), GPU_PARAMS
         if side == "plain":
             return plain_seconds(overrides, params, n_trials, workdir, freeze=True)
         workers_key = "workers_per_gpu" if gpu_size is not None else "workers"
@@ -79,21 +81,24 @@ def child(side: str, workers: int, n_trials: int, gpu_size: str | None) -> float
 
 def _gpu_utilisation(stop: threading.Event, samples: list[float]) -> None:
     while not stop.is_set():
-        done = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True)
+        try:
+            done = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                  capture_output=True, text=True)
+        except FileNotFoundError:  # no NVIDIA driver here: nothing to sample
+            return
         if done.returncode == 0 and done.stdout.strip():
             samples.append(statistics.mean(float(line) for line in done.stdout.split()))
         stop.wait(0.5)
 
 
-def measure(side: str, workers: int, n_trials: int, gpu_size: str | None) -> dict[str, Any]:
+def measure(side: str, workers: int, n_trials: int, gpu_size: str | None, steps: int = 0) -> dict[str, Any]:
     """One search in a fresh process: trials per hour, and the mean GPU utilisation on a GPU."""
     samples: list[float] = []
     stop = threading.Event()
     sampler = threading.Thread(target=_gpu_utilisation, args=(stop, samples), daemon=True)
     if gpu_size is not None:
         sampler.start()
-    command = [sys.executable, __file__, "--child", side, str(workers), str(n_trials), gpu_size or "cpu"]
+    command = [sys.executable, __file__, "--child", side, str(workers), str(n_trials), gpu_size or "cpu", str(steps)]
     done = subprocess.run(command, capture_output=True, text=True)
     stop.set()
     if done.returncode != 0:
@@ -114,24 +119,26 @@ def report(title: str, rows: list[tuple[str, dict[str, Any]]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="the GPU mode (22M and 110M models, workers_per_gpu 1..8)")
-    parser.add_argument("--trials", type=int, default=None, help="trials per search (default: 24 on CPU, 16 on GPU)")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--trials", type=int, default=None, help="trials per search (default: 48 on CPU, 16 on GPU)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per GPU-mode trial (default: 200 at 22M, 100 at 110M)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
-        side, workers, n_trials, size = options.child
-        print(json.dumps({"seconds": child(side, int(workers), int(n_trials), None if size == "cpu" else size)}))
+        side, workers, n_trials, size, steps = options.child
+        print(json.dumps({"seconds": child(side, int(workers), int(n_trials), None if size == "cpu" else size, int(steps))}))
         return
     if not options.gpu:
-        n_trials = options.trials or 24
+        n_trials = options.trials or 48
         rows = [("plain Trainer.hyperparameter_search", measure("plain", 1, n_trials, None))]
         rows += [(f"hpsearch workers={n}", measure("hpsearch", n, n_trials, None)) for n in (1, 2)]
         report(f"CPU, small BERT (hidden 128, 4 layers), {n_trials} trials per search", rows)
         return
     n_trials = options.trials or 16
     for size in GPU_MODELS:
-        rows = [("plain Trainer.hyperparameter_search", measure("plain", 1, n_trials, size))]
-        rows += [(f"hpsearch workers_per_gpu={k}", measure("hpsearch", k, n_trials, size)) for k in (1, 2, 4, 8)]
-        report(f"GPU, {size} BERT-shaped model, {GPU_STEPS[size]} steps x {n_trials} trials", rows)
+        steps = options.steps or GPU_STEPS[size]
+        rows = [("plain Trainer.hyperparameter_search", measure("plain", 1, n_trials, size, steps))]
+        rows += [(f"hpsearch workers_per_gpu={k}", measure("hpsearch", k, n_trials, size, steps)) for k in (1, 2, 4, 8)]
+        report(f"GPU, {size} BERT-shaped model, {steps} steps x {n_trials} trials", rows)
 
 
 if __name__ == "__main__":
