@@ -121,11 +121,11 @@ class SigOptBackend(Backend):
         self._connection = connection
         return connection
 
-    def _call(self, job: SearchJob | None, request: Any) -> Any:
+    def _call(self, job: SearchJob, request: Any) -> Any:
         """Run one API request; connection and API errors become one line."""
         from sigopt.exception import ApiException, ConnectionException
 
-        settings = job.settings if job is not None else {}
+        settings = job.settings
         try:
             return request()
         except ConnectionException as error:
@@ -135,7 +135,7 @@ class SigOptBackend(Backend):
                 "check SIGOPT_API_URL and that the server runs"
             ) from None
         except ApiException as error:
-            remembered = self.remembered_id(job, EXPERIMENT_ID) if job is not None else None
+            remembered = self.remembered_id(job, EXPERIMENT_ID)
             if error.status_code == 404 and remembered is not None:
                 raise self.unknown_id(job, EXPERIMENT_ID, remembered) from None
             raise BackendUnavailableError(
@@ -259,9 +259,11 @@ class ExperimentSource(TrialSource):
         self.experiment_id = experiment_id
         self.experiment = backend.connection(job.settings).experiments(experiment_id)
 
+    def _observations(self) -> list[Any]:
+        return self.backend._observations(self.backend.connection(self.job.settings), self.job, self.experiment_id)
+
     def finished(self) -> int:
-        observations = self.backend._observations(self.backend.connection(self.job.settings), self.job, self.experiment_id)
-        return sum(not o.failed for o in observations)
+        return sum(not o.failed for o in self._observations())
 
     def next(self, train: Train) -> TrialOutcome:
         job = self.job
@@ -270,8 +272,7 @@ class ExperimentSource(TrialSource):
             # fresh seed per suggestion it would suggest the same point again and again.
             import numpy as np
 
-            observed = len(self.backend._observations(self.backend.connection(job.settings), job, self.experiment_id))
-            np.random.seed(job.seed + observed)
+            np.random.seed(job.seed + len(self._observations()))
         suggestion = self.backend._call(job, lambda: self.experiment.suggestions().create())
         outcome = train(suggestion, typed_assignments(job.space, suggestion.assignments))
         metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s, 3)}
