@@ -94,6 +94,10 @@ def run(cfg: DictConfig) -> SearchResult | None:
         settings=settings,
         workers=workers,
     )
+    if cfg.get("results_only"):
+        result = write_search_results(backend, job)
+        _report(result, objectives, run_dir)
+        return result
     failures = FailureBudget(max_failures)
     progress = SearchProgress(n_trials, objectives, enabled=cfg.get("progress", True) and worker_index() is None)
     if workers > 1 and worker_index() is None and not backend.runs_own_workers:

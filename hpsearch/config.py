@@ -42,6 +42,8 @@ def check_group_choices(overrides: Sequence[str]) -> None:
         key, equals, value = override.lstrip("+").partition("=")
         if not equals or not (config_dir() / key).is_dir() or value in ("null", "") or value[0] in "{[":
             continue
+        if key.startswith("hydra/"):  # Hydra's own groups have options from its plugins too (submitit_local)
+            continue
         options = group_options(key)
         if value not in options:
             raise ConfigError(f"{key}: unknown {key} {value!r}; choose one of {options}")

@@ -49,6 +49,10 @@ class FailureBudget:
 class TrialSource(ABC):
     """A backend's side of ``TrialLoop.run``: its store's count, and one ask -> train -> tell step."""
 
+    # True: the backend's store is the trial budget itself, shared by every process and machine on the study;
+    # ``next`` returns None once it is spent, and the loop claims nothing of its own.
+    bounds_trials: bool = False
+
     @abstractmethod
     def finished(self) -> int:
         """Trials the backend's store already counts as finished (a resumed search starts from them)."""
@@ -132,22 +136,24 @@ class TrialLoop:
         claimed), the budget of failures is spent, or the backend has nothing left."""
         finished = source.finished()
         self.start(finished)
-        while not self.stopped and self._claim(finished):
+        while not self.stopped and self._claim(source, finished):
             outcome = source.next(self.train)
             if self._lost is not None:
                 raise self._lost
             if outcome is None or not outcome.state.finished:
-                self._give_back()
+                self._give_back(source)
             if outcome is None:
                 return
             finished += outcome.state.finished
 
-    def _claim(self, finished: int) -> bool:
-        """May another trial start? Alone: while fewer than ``n_trials`` finished; in a worker: if the
-        budget the workers share has one left."""
+    def _claim(self, source: TrialSource, finished: int) -> bool:
+        """May another trial start? The source's own budget decides in ``next``; else alone: while fewer than
+        ``n_trials`` finished; in a worker: if the budget the workers share has one left."""
+        if source.bounds_trials:
+            return True
         return self.budget.claim() if self.budget is not None else finished < self.n_trials
 
-    def _give_back(self) -> None:
+    def _give_back(self, source: TrialSource) -> None:
         """A trial that did not finish (failed) is retried: its claim goes back to the shared budget."""
-        if self.budget is not None:
+        if self.budget is not None and not source.bounds_trials:
             self.budget.give_back()

@@ -56,11 +56,15 @@ BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
     (["training.learnin_rate=0.1"], "Could not override 'training.learnin_rate'; To append to your config use +training.learnin_rate=0.1; Key 'learnin_rate' is not in struct"),
     (["+training.learnin_rate=0.1"], "training.learnin_rate: not a TrainingArguments field"),
     (["storage=postgresql://u:pw@127.0.0.1:9/none"], "storage: cannot open postgresql://u:***@127.0.0.1:9/none"),
+    (["storage=grpc://127.0.0.1:9"], "storage: no gRPC storage proxy answers at grpc://127.0.0.1:9 (ConnectionError); start one with python -m hpsearch.storage_proxy"),
+    (["storage=grpc://proxy-host"], "storage=grpc://proxy-host: a gRPC storage proxy is grpc://HOST:PORT"),
+    (["backend.grace_period_s=30"], "backend.grace_period_s=30: must be longer than backend.heartbeat_interval_s=60"),
+    (["backend.heartbeat_interval_s=0.5"], "backend.heartbeat_interval_s: must be an integer >= 1 (got 0.5)"),
     (["training.learning_rate=abc"], "training.learning_rate: 'abc' is not a valid float; fix the value"),
     (["training.use_cpu=maybe"], "training.use_cpu: 'maybe' is not a valid bool; fix the value"),
     (["training.per_device_train_batch_size=1.5"], "training.per_device_train_batch_size: 1.5 is not a valid int"),
 ]
-EXIT_CODES = {"storage=postgresql://u:pw@127.0.0.1:9/none": 3}  # backend or storage unavailable; the rest: config errors
+EXIT_CODES = {"storage=postgresql://u:pw@127.0.0.1:9/none": 3, "storage=grpc://127.0.0.1:9": 3}  # backend or storage unavailable; the rest: config errors
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[o[0] for o, _ in BAD_INPUTS])

@@ -16,17 +16,33 @@ fixed                      not sampled; its value joins every trial
 
 The grid sampler enumerates categorical choices, int ranges and stepped float ranges, both ends included.
 
-The study lives in ``storage`` (an SQLAlchemy URL, such as PostgreSQL's), by default in optuna's journal file
+The study lives in ``storage``: an SQLAlchemy URL (PostgreSQL for a cluster), ``grpc://HOST:PORT`` for
+optuna's gRPC storage proxy (``python -m hpsearch.storage_proxy``), by default optuna's journal file
 ``<storage_dir>/<study_name>.log``: the storage optuna recommends for several processes on one machine
 (``workers=N``), which optuna-dashboard reads too. A study kept in ``<storage_dir>/<study_name>.db`` by an
 earlier version stays in its SQLite file. Rerunning the same command resumes the study and runs only the
-trials still missing to reach ``n_trials``. With workers or under torchrun, hpsearch's own trial loop drives the
-study through optuna's ask-and-tell interface; in one process, ``Trainer.hyperparameter_search`` does.
+trials still missing to reach ``n_trials``.
+
+In one process with the default storage, ``Trainer.hyperparameter_search`` runs the trials. With workers,
+under torchrun, or on a ``storage`` URL (which other machines may share), hpsearch's own trial loop drives
+the study through optuna's ask-and-tell interface, and the study itself is the trial budget: a process takes
+a trial only while fewer than ``n_trials`` are finished, running or waiting (``StudySource``), so any number
+of commands on any number of machines train ``n_trials`` in total. On a database storage each running trial
+sends optuna's heartbeat (``backend.heartbeat_interval_s``); a trial silent for ``backend.grace_period_s``
+(its worker was preempted or killed) is failed by whichever process looks next, and optuna's
+``RetryFailedTrialCallback`` queues it again with the same hyperparameters (``backend.max_retry`` times).
+A process with nothing left to take waits up to ``backend.wait_s`` for trials running elsewhere to finish or
+go stale, so that none is left RUNNING.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
+import warnings
+import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +64,10 @@ from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
 if TYPE_CHECKING:
     import optuna
 
-WORKER_PID = "worker_pid"  # trial user attribute: the process training it
+WORKER_PID = "worker_pid"  # trial user attributes: the process training it, and its machine
+WORKER_HOST = "worker_host"
+WAIT_POLL_S = 2.0  # how often a process with nothing to take looks at the study again
+SURPLUS = "hpsearch:surplus"  # system attribute of a trial asked for when the budget was already taken
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
 
@@ -109,13 +128,25 @@ def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePru
     return factories[name]()
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, settings: Mapping[str, Any] | None = None) -> optuna.storages.BaseStorage:
+    """A database storage, with optuna's heartbeat and retry of stale trials as ``settings`` ask; or a client of
+    optuna's gRPC storage proxy for ``grpc://HOST:PORT``."""
     import optuna
     import sqlalchemy.exc
 
+    if url.startswith("grpc://"):
+        return open_grpc_proxy(url)
+    settings = settings or {}
+    heartbeat = {}
+    if settings.get("heartbeat_interval_s"):
+        heartbeat = {
+            "heartbeat_interval": settings["heartbeat_interval_s"],
+            "grace_period": settings["grace_period_s"],
+            "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=settings["max_retry"]),
+        }
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except ImportError:
         raise MissingPackageError(f"storage={redact_url(url)}", "psycopg[binary]", "postgres") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
@@ -123,6 +154,26 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"storage: cannot open {redact_url(url)} ({type(error).__name__}: {first_line(error)}); "
             "check the URL, the server and its driver"
         ) from None
+
+
+def open_grpc_proxy(url: str) -> optuna.storages.BaseStorage:
+    import optuna
+
+    host, _, port = url.removeprefix("grpc://").rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"storage={url}: a gRPC storage proxy is grpc://HOST:PORT, e.g. grpc://127.0.0.1:13000")
+    require("grpc", f"storage={url}", "grpcio", "grpc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    try:
+        proxy.wait_server_ready(timeout=10)
+    except Exception as error:  # noqa: BLE001 - grpc raises its own timeout types
+        raise BackendUnavailableError(
+            f"storage: no gRPC storage proxy answers at {url} ({type(error).__name__}); start one with "
+            "python -m hpsearch.storage_proxy DATABASE_URL --port PORT"
+        ) from None
+    return proxy
 
 
 def redact_url(url: str) -> str:
@@ -147,6 +198,7 @@ class OptunaBackend(Backend):
             raise ConfigError(f"backend.pruner: unknown pruner {pruner!r}; choose one of {list(PRUNERS)}")
         if sampler == "cmaes":
             require("cmaes", "backend.sampler=cmaes", extra="cmaes")
+        _check_heartbeat(settings)
         if pruner != "none":
             if objectives.is_multi:
                 raise ConfigError(
@@ -159,7 +211,7 @@ class OptunaBackend(Backend):
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         if job.storage:
-            return open_storage(job.storage)
+            return open_storage(job.storage, job.settings)
         job.state_dir.mkdir(parents=True, exist_ok=True)
         sqlite = job.state_dir / f"{job.study_name}.db"
         if sqlite.is_file():
@@ -192,13 +244,15 @@ class OptunaBackend(Backend):
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         study = self._study(job)
         settings = job.settings
-        # Offset the seed by the trials already stored, so a resumed study does not replay its first samples.
-        study.sampler = make_sampler(settings["sampler"], settings.get("sampler_kwargs") or {}, job.space, job.seed + len(study.trials))
+        # Under torchrun rank zero drives the study itself: transformers' DDP path makes the other ranks count
+        # trials on their own, which deadlocks on pruning and failures (see hpsearch.distributed). Workers and
+        # other machines share the study, which then counts the trials for all of them.
+        own_loop = job.loop.trainer.coordinator is not None or job.loop.shared or job.storage is not None
+        shared = job.loop.shared or job.storage is not None
+        seed = _sampler_seed(job.seed, len(study.trials), shared)
+        study.sampler = make_sampler(settings["sampler"], settings.get("sampler_kwargs") or {}, job.space, seed)
         study.pruner = make_pruner(settings["pruner"], settings.get("pruner_kwargs") or {})
-        if job.loop.trainer.coordinator is not None or job.loop.shared:
-            # Under torchrun rank zero drives the study itself: transformers' DDP path makes the other ranks
-            # count trials on their own, which deadlocks on pruning and failures (see hpsearch.distributed).
-            # Worker processes claim each trial from the budget they share before asking for it.
+        if own_loop:
             def report(trial: optuna.Trial, step: int, metrics: dict[str, float]) -> None:
                 _report_and_prune(trial, step, job.objectives.values(metrics)[0])
 
@@ -238,6 +292,7 @@ class OptunaBackend(Backend):
         except KeyError:
             return []
         fixed = {param.name: param.value for param in job.space if isinstance(param, FixedParam)}
+        trials = [trial for trial in study.get_trials(deepcopy=False) if not trial.system_attrs.get(SURPLUS)]
         return [
             TrialRecord(
                 number=trial.number,
@@ -247,7 +302,7 @@ class OptunaBackend(Backend):
                 metrics=dict(trial.user_attrs.get("metrics", {})),
                 duration_s=trial.duration.total_seconds() if trial.duration else None,
             )
-            for trial in study.get_trials(deepcopy=False)
+            for trial in trials
         ]
 
     def prepare(self, job: SearchJob) -> None:
@@ -276,24 +331,33 @@ class OptunaBackend(Backend):
 
 
 class StudySource(TrialSource):
-    """optuna's ask-and-tell interface as a ``TrialSource``: the shared trial loop drives the study."""
+    """optuna's ask-and-tell interface as a ``TrialSource``: the shared trial loop drives the study, and the
+    study is the budget that every process sharing it draws from (see the module docstring)."""
+
+    bounds_trials = True
 
     def __init__(self, study: optuna.Study, job: SearchJob) -> None:
         self.study = study
         self.job = job
+        settings = job.settings
+        interval = settings.get("heartbeat_interval_s") or 0
+        self.wait_s = float(settings["wait_s"] if settings.get("wait_s") is not None else settings.get("grace_period_s", 0) + 2 * interval)
 
     def finished(self) -> int:
         return _finished(self.study)
 
     def next(self, train: Train) -> TrialOutcome | None:
         import optuna
+        from optuna.storages._heartbeat import get_heartbeat_thread  # the heartbeat study.optimize sends
 
-        if _grid_exhausted(self.study):
+        trial = self._take()
+        if trial is None:
             return None
-        trial = self.study.ask()
         trial.set_user_attr(WORKER_PID, os.getpid())
+        trial.set_user_attr(WORKER_HOST, socket.gethostname())
         try:
-            outcome = train(trial, suggest(trial, self.job.space))
+            with get_heartbeat_thread(trial._trial_id, self.study._storage):
+                outcome = train(trial, suggest(trial, self.job.space))
         except BaseException:  # Ctrl-C, a config error: the trial must not stay RUNNING
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
@@ -307,6 +371,78 @@ class StudySource(TrialSource):
             if not _grid_exhausted(self.study):
                 raise
         return outcome
+
+    def _take(self) -> optuna.Trial | None:
+        """The next trial of the budget, or None once ``n_trials`` are finished (or the grid is used up).
+
+        While every remaining trial runs elsewhere, wait up to ``wait_s`` for one to fail or go stale (a
+        preempted worker's trial, failed here and queued again by optuna's retry callback)."""
+        import optuna
+
+        states = optuna.trial.TrialState
+        deadline = time.monotonic() + self.wait_s
+        while not _grid_exhausted(self.study):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+            counts = Counter(trial.state for trial in self.study.get_trials(deepcopy=False))
+            finished = counts[states.COMPLETE] + counts[states.PRUNED]
+            waiting, running = counts[states.WAITING], counts[states.RUNNING]
+            if finished >= self.job.n_trials:
+                return None
+            if waiting or finished + running < self.job.n_trials:
+                trial = self.study.ask()  # takes a waiting (retried) trial first
+                if not self._surplus(trial):
+                    return trial
+                continue
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(WAIT_POLL_S)
+        return None
+
+    def _surplus(self, trial: optuna.Trial) -> bool:
+        """Two processes asked for the last trial at the same moment: the one with the higher number (the
+        storage numbers trials in order) finds ``n_trials`` ahead of it, fails its trial unseen and waits."""
+        import optuna
+
+        ahead = sum(
+            other.number < trial.number and other.state != optuna.trial.TrialState.FAIL
+            for other in self.study.get_trials(deepcopy=False)
+        )
+        if ahead < self.job.n_trials:
+            return False
+        self.study._storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return True
+
+
+def _sampler_seed(seed: int, stored_trials: int, shared: bool) -> int:
+    """Offset by the trials already stored, so that a resumed study does not replay its first samples; mixed
+    with the process and machine when others share the study, so that no two of them draw the same ones."""
+    if not shared:
+        return seed + stored_trials
+    import numpy as np
+
+    process = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+    return int(np.random.SeedSequence([seed, stored_trials, process]).generate_state(1)[0])
+
+
+def _check_heartbeat(settings: Mapping[str, Any]) -> None:
+    """The heartbeat keys: whole seconds (optuna's unit), a grace period longer than the interval."""
+    interval, grace = settings.get("heartbeat_interval_s"), settings.get("grace_period_s")
+    minimums = {"grace_period_s": 1, "max_retry": 0, **({"heartbeat_interval_s": 1} if interval is not None else {})}
+    for key, minimum in minimums.items():
+        value = settings.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"backend.{key}: must be an integer >= {minimum} (got {value!r})")
+    if interval is not None and grace <= interval:
+        raise ConfigError(
+            f"backend.grace_period_s={grace}: must be longer than backend.heartbeat_interval_s={interval}, or live "
+            "trials would be failed as stale; use about 3 intervals"
+        )
+    wait = settings.get("wait_s")
+    if wait is not None and (not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0):
+        raise ConfigError(f"backend.wait_s: must be a number of seconds >= 0 or null (got {wait!r})")
 
 
 def _grid_exhausted(study: optuna.Study) -> bool:

@@ -1,0 +1,151 @@
+"""Cluster sweeps on a real PostgreSQL study: separate commands as separate machines run them, a killed one,
+optuna's gRPC storage proxy, and a submitit job array (.ci/run starts PostgreSQL and exports its URL)."""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import cli_env
+
+POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="set HPSEARCH_TEST_POSTGRES_URL (see .ci/postgres.sh)")
+SHARED = ["experiment=smoke", "data.train_size=128", "data.eval_size=64"]
+LONG_TRIALS = ["data.train_size=400", "training.num_train_epochs=3"]  # seconds each: time to kill one mid-trial
+
+
+def command(study: str, run_dir: Path, *overrides: str, storage: str | None = POSTGRES_URL) -> list[str]:
+    return [sys.executable, "-m", "hpsearch", *SHARED, f"storage={storage}", f"study_name={study}",
+            f"hydra.run.dir={run_dir}", *overrides]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def load(study: str) -> Any:
+    import optuna
+
+    return optuna.load_study(study_name=study, storage=POSTGRES_URL)
+
+
+def finished_rows(run_dir: Path) -> list[dict[str, str]]:
+    return [row for row in csv.DictReader((run_dir / "trials.csv").open()) if row["state"] in ("COMPLETE", "PRUNED")]
+
+
+def assert_complete_study(study: str, n_trials: int) -> list[Any]:
+    """Exactly ``n_trials`` finished trials, none left RUNNING or WAITING, no hyperparameters trained twice."""
+    trials = load(study).trials
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == n_trials, [(t.number, t.state.name) for t in trials]
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == n_trials
+    return finished
+
+
+def test_two_commands_share_one_study(tmp_path: Path) -> None:
+    study = f"machines-{uuid.uuid4().hex[:8]}"
+    commands = [start(command(study, tmp_path / name, "n_trials=6", *LONG_TRIALS[:1]), tmp_path) for name in ("a", "b")]
+    outputs = [process.communicate(timeout=300) for process in commands]
+    for process, (_, stderr) in zip(commands, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    finished = assert_complete_study(study, 6)
+    assert {t.user_attrs["worker_pid"] for t in finished} == {process.pid for process in commands}  # both trained
+    assert all(t.user_attrs["worker_host"] == socket.gethostname() for t in finished)
+    # The command that finished last waited for the other's trials: its results hold the whole search.
+    assert max(len(finished_rows(tmp_path / name)) for name in ("a", "b")) == 6
+
+
+def test_killed_command_trial_is_retried_by_the_survivor(tmp_path: Path) -> None:
+    study = f"preempted-{uuid.uuid4().hex[:8]}"
+    heartbeat = ["backend.heartbeat_interval_s=1", "backend.grace_period_s=3", "backend.wait_s=60", "n_trials=5", *LONG_TRIALS]
+    victim, survivor = (start(command(study, tmp_path / name, *heartbeat), tmp_path) for name in ("victim", "survivor"))
+    killed_trial = None
+    deadline = time.monotonic() + 180
+    while killed_trial is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            running = [t for t in load(study).trials if t.state.name == "RUNNING" and t.user_attrs.get("worker_pid") == victim.pid]
+        except KeyError:  # the study does not exist yet
+            continue
+        if running:
+            killed_trial = running[0]
+    assert killed_trial is not None, "the victim never started a trial"
+    os.kill(victim.pid, signal.SIGKILL)  # a preempted job: no chance to clean up
+    victim.communicate()
+    _, stderr = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, stderr[-3000:]
+
+    finished = assert_complete_study(study, 5)
+    trials = load(study).trials
+    assert trials[killed_trial.number].state.name == "FAIL"  # failed as stale, not left RUNNING
+    (retry,) = [t for t in finished if t.system_attrs.get("failed_trial") == killed_trial.number]
+    assert retry.params == killed_trial.params  # optuna's retry callback queued the same hyperparameters
+    assert retry.user_attrs["worker_pid"] == survivor.pid
+    assert len(finished_rows(tmp_path / "survivor")) == 5
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _loopback(ip: str) -> bool:
+    """127.0.0.1, also as gRPC's dual-stack socket shows it (``::ffff:127.0.0.1``)."""
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
+    import psutil
+
+    port = _free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "hpsearch.storage_proxy", POSTGRES_URL, "--port", str(port)],
+                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proxy.stdout.readline()
+        listening: list[Any] = []
+        deadline = time.monotonic() + 60
+        while not listening and time.monotonic() < deadline:
+            time.sleep(0.2)
+            listening = [c.laddr for c in psutil.Process(proxy.pid).net_connections() if c.status == psutil.CONN_LISTEN]
+        assert listening and all(_loopback(address.ip) for address in listening), listening  # no authentication
+        study = f"proxy-{uuid.uuid4().hex[:8]}"
+        run_dir = tmp_path / "run"
+        args = command(study, run_dir, "workers=2", "n_trials=4", storage=f"grpc://127.0.0.1:{port}")
+        done = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        proxy.terminate()
+        proxy.communicate(timeout=30)
+    finished = assert_complete_study(study, 4)  # read from PostgreSQL directly: the proxy stored it there
+    assert len({t.user_attrs["worker_pid"] for t in finished}) == 2
+    assert len(finished_rows(run_dir)) == 4
+
+
+def test_submitit_local_job_array_shares_one_study(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    study = f"array-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "-m", "hydra/launcher=submitit_local", *SHARED, f"storage={POSTGRES_URL}",
+         f"study_name={study}", "n_trials=4", "array_task=0,1", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_complete_study(study, 4)
+    jobs = [tmp_path / "multirun" / str(index) for index in (0, 1)]
+    assert all((job / "trials.csv").is_file() for job in jobs)  # each array task wrote its results files
+    assert max(len(finished_rows(job)) for job in jobs) == 4
