@@ -28,12 +28,25 @@ def _task(cfg: DictConfig) -> None:
     if _is_follower():
         shutil.rmtree(cfg.run_dir, ignore_errors=True)  # Hydra's scratch run directory: nothing goes there
     redact_hydra_dir(Path(cfg.run_dir) / ".hydra")
+    cfg.study_name = multirun_study_name(cfg)
     try:
         run(cfg)
     except HPSearchError as error:
         _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; the study is saved, rerun the same command to resume it", EXIT_INTERRUPTED)
+
+
+def multirun_study_name(cfg: DictConfig) -> str:
+    """In a multirun each job searches its own study, named from the job's overrides (``smoke-seed=2``), unless
+    ``study_name=`` is given: a shared study on purpose, as for an array of workers."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or any(o.lstrip("+").startswith("study_name=") for o in hydra_cfg.overrides.task):
+        return str(cfg.study_name)
+    return f"{cfg.study_name}-{hydra_cfg.job.override_dirname}".replace("/", "_")
 
 
 def _is_follower() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.backends import get_backend
-from hpsearch.backends.base import Backend, SearchJob
+from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.config import save_resolved
 from hpsearch.distributed import Coordinator, world_size
 from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, SearchAborted, first_line
@@ -80,6 +81,13 @@ def run(cfg: DictConfig) -> SearchResult | None:
     settings = OmegaConf.to_container(cfg.backend, resolve=True)
     training = OmegaConf.to_container(cfg.training, resolve=True)
     backend.validate(settings, objectives, training)
+    if cfg.get("save_best_model") and objectives.is_multi and not cfg.get("rerun"):
+        raise ConfigError(
+            "save_best_model: a Pareto search has no single best trial; to keep a front trial's model, write its "
+            "hyperparameters from pareto.json to a YAML file and train it with rerun=FILE save_best_model=true"
+        )
+    if objectives.select == "best":
+        require_in_training_eval("objective.select=best", training, "taking the best evaluation")
     workers = _workers(cfg)
     job = SearchJob(
         loop=None,
@@ -94,7 +102,7 @@ def run(cfg: DictConfig) -> SearchResult | None:
         settings=settings,
         workers=workers,
     )
-    if cfg.get("results_only"):
+    if cfg.get("results_only") or _already_finished(backend, job):
         result = write_search_results(backend, job)
         _report(result, objectives, run_dir)
         return result
@@ -136,6 +144,21 @@ def run(cfg: DictConfig) -> SearchResult | None:
     for listener in listeners:
         getattr(listener, "finish", lambda result: None)(result)
     return _conclude(result, failures, objectives, run_dir)
+
+
+def _already_finished(backend: Backend, job: SearchJob) -> bool:
+    """A study that already holds ``n_trials`` finished trials trains nothing: say so, in one line."""
+    if worker_index() is not None or world_size() > 1:  # the launcher or rank zero decides for the others
+        return False
+    finished = sum(record.state.finished for record in backend.records(job))
+    if finished < job.n_trials:
+        return False
+    print(
+        f"hpsearch: study_name={job.study_name} already has {finished} finished trials (n_trials={job.n_trials}), so "
+        "nothing will run; for more, raise n_trials or pick another study_name",
+        file=sys.stderr,
+    )
+    return True
 
 
 @contextmanager
@@ -186,6 +209,7 @@ def _build_trainer(
     _quiet_libraries()
     from transformers import DataCollatorWithPadding, PrinterCallback
 
+    from hpsearch.best_model import BestModelKeeper
     from hpsearch.data import read_data, tokenize_data
     from hpsearch.model import ModelInit
     from hpsearch.trainer import SearchTrainer, check_space_routing
@@ -204,6 +228,7 @@ def _build_trainer(
         space=space,
         objectives=objectives,
         coordinator=coordinator,
+        best_model=BestModelKeeper(run_dir / "best_model", objectives) if cfg.get("save_best_model") else None,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,

@@ -37,16 +37,34 @@ def group_options(group: str) -> list[str]:
 
 
 def check_group_choices(overrides: Sequence[str]) -> None:
-    """Name the key and the valid options for a mistyped ``group=option`` before Hydra composes."""
+    """Name the key and the valid options for a mistyped ``group=option`` before Hydra composes; each value of
+    a multirun sweep (``backend=optuna,ray``, ``choice(...)``, ``range(...)``) is checked alike."""
     for override in overrides:
-        key, equals, value = override.lstrip("+").partition("=")
-        if not equals or not (config_dir() / key).is_dir() or value in ("null", "") or value[0] in "{[":
-            continue
-        if key.startswith("hydra/"):  # Hydra's own groups have options from its plugins too (submitit_local)
+        key, values = _group_values(override)
+        if key is None or key.startswith("hydra/"):  # Hydra's own groups have plugin options too (submitit_local)
             continue
         options = group_options(key)
-        if value not in options:
-            raise ConfigError(f"{key}: unknown {key} {value!r}; choose one of {options}")
+        for value in values:
+            if value not in options:
+                raise ConfigError(f"{key}: unknown {key} {value!r}; choose one of {options}")
+
+
+def _group_values(override: str) -> tuple[str | None, list[str]]:
+    """(group, the option names it selects) for a ``group=option`` override; (None, []) for anything else."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except HydraException:
+        return None, []  # composing reports it
+    if parsed.is_delete() or not (config_dir() / parsed.key_or_group).is_dir():
+        return None, []
+    if parsed.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP):
+        return parsed.key_or_group, list(parsed.sweep_string_iterator())
+    value = parsed.value()
+    return (parsed.key_or_group, [value]) if isinstance(value, str) and value else (None, [])
 
 
 def check_composes(overrides: Sequence[str]) -> None:

@@ -3,6 +3,7 @@
 Config form (``conf/objective/*.yaml``)::
 
     metrics: [accuracy, f1]          # computed on the eval split
+    select: last                     # last | best: a trial's final evaluation, or its best in-training one
     objectives:                      # one entry, or several for a Pareto search
       - {metric: eval_accuracy, direction: maximize}
       - {metric: model_num_parameters, direction: minimize}   # or model_latency_ms
@@ -22,6 +23,7 @@ from hpsearch.model_metrics import MODEL_METRICS
 from hpsearch.trials import TrialRecord
 
 DIRECTIONS = ("minimize", "maximize")
+SELECTIONS = ("last", "best")
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -50,6 +52,7 @@ class Objective:
 class Objectives:
     metrics: tuple[str, ...]
     items: tuple[Objective, ...]
+    select: str = "last"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Objectives:
@@ -70,7 +73,12 @@ class Objectives:
             items.append(Objective(_eval_name(str(spec["metric"])), str(spec["direction"])))
         if len({item.metric for item in items}) != len(items):
             raise ObjectiveError("objective.objectives: each metric may appear only once")
-        objectives = cls(metrics, tuple(items))
+        select = config.get("select", "last")
+        if select not in SELECTIONS:
+            raise ObjectiveError(f"objective.select: must be last or best (got {select!r})")
+        if select == "best" and len(items) > 1:
+            raise ObjectiveError("objective.select=best: several objectives have no single best evaluation; use select=last")
+        objectives = cls(metrics, tuple(items), select)
         objectives.check_reachable()
         return objectives
 
@@ -121,6 +129,13 @@ class Objectives:
                 )
             values.append(float(metrics[item.metric]))
         return values
+
+    def choose(self, kept: Mapping[str, float] | None, latest: Mapping[str, float]) -> dict[str, float]:
+        """The evaluation a trial's objective comes from, as evaluations arrive: the latest one, or with
+        ``select: best`` the best so far."""
+        if self.select == "last" or kept is None or self.is_better(self.values(latest), self.values(kept)):
+            return dict(latest)
+        return dict(kept)
 
     def compute_objective(self, metrics: Mapping[str, float]) -> float | list[float]:
         """The ``compute_objective`` callable handed to ``Trainer.hyperparameter_search``."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers import Trainer
 
+from hpsearch.best_model import BestModelKeeper
 from hpsearch.distributed import Coordinator
 from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, TrialFailed, first_line
 from hpsearch.model import ModelInit
@@ -75,9 +76,11 @@ class SearchTrainer(Trainer):
         space: SearchSpace,
         objectives: Objectives,
         coordinator: Coordinator | None = None,
+        best_model: BestModelKeeper | None = None,
         **kwargs: Any,
     ) -> None:
         self.hpsearch_model_init = hpsearch_model_init
+        self.best_model = best_model  # save_best_model=true
         self.space = space
         self.objectives = objectives
         self.coordinator = coordinator  # set under torchrun
@@ -86,7 +89,7 @@ class SearchTrainer(Trainer):
         super().__init__(model_init=self._init_model, compute_metrics=objectives.compute_metrics, **kwargs)
         self.latest_outcome: TrialOutcome | None = None
         self.rank_reports: list[list[Any]] = []  # rank zero: every rank's (state, error, trained values) per trial
-        self._latest_metrics: dict[str, float] | None = None
+        self._chosen_metrics: dict[str, float] | None = None
         self._in_collectives = False
         self._measured_model: dict[str, float] | None = None  # per trial: the architecture does not change
 
@@ -124,7 +127,7 @@ class SearchTrainer(Trainer):
 
     def _report_to_hp_search(self, trial: Any, step: int, metrics: dict[str, float]) -> None:
         metrics = {**metrics, **self._model_metrics()}
-        self._latest_metrics = dict(metrics)
+        self._chosen_metrics = self.objectives.choose(self._chosen_metrics, metrics)
         self.objectives.values(metrics)  # a missing metric is a config error, not a failed trial
         if self.coordinator is not None and not self.coordinator.is_leader:
             if self.coordinator.decide()[0] == "prune":
@@ -148,14 +151,14 @@ class SearchTrainer(Trainer):
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         started = time.perf_counter()
         self.objective = None
-        self._latest_metrics = None
+        self._chosen_metrics = None
         self._measured_model = None
         self._current_params = {}
         self._in_collectives = False
         output, values, metrics, error, raised = None, None, None, None, None
         try:
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
-            metrics = dict(self._latest_metrics or self.evaluate())
+            metrics = dict(self._chosen_metrics or self.evaluate())
             metrics.update(self._model_metrics())
             values = self.objectives.values(metrics)
             state = TrialState.COMPLETE
@@ -173,6 +176,8 @@ class SearchTrainer(Trainer):
                     self._abandon(trial, error, started, exception)
         state, error = self._agree(trial, state, error, started)
         self._finish(trial, state, started, values=values if state is TrialState.COMPLETE else None, metrics=metrics, error=error)
+        if state is TrialState.COMPLETE and self.best_model is not None and (self.coordinator is None or self.coordinator.is_leader):
+            self.best_model.offer(self.accelerator.unwrap_model(self.model), self.processing_class, self.latest_outcome)
         if state is TrialState.PRUNED:
             raise raised if raised is not None else TrialPruned("pruned")
         if state is TrialState.FAIL:
@@ -288,7 +293,7 @@ class SearchTrainer(Trainer):
         metrics: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        numeric = {k: float(v) for k, v in (metrics or self._latest_metrics or {}).items() if isinstance(v, (int, float))}
+        numeric = {k: float(v) for k, v in (metrics or self._chosen_metrics or {}).items() if isinstance(v, (int, float))}
         outcome = TrialOutcome(dict(self._current_params), state, values, numeric, time.perf_counter() - started, error)
         self.latest_outcome = outcome
         if self.hooks.finished is not None:

@@ -92,7 +92,7 @@ def test_killed_command_trial_is_retried_by_the_survivor(tmp_path: Path) -> None
     trials = load(study).trials
     assert trials[killed_trial.number].state.name == "FAIL"  # failed as stale, not left RUNNING
     (retry,) = [t for t in finished if t.system_attrs.get("failed_trial") == killed_trial.number]
-    assert retry.params == killed_trial.params  # optuna's retry callback queued the same hyperparameters
+    assert retry.params == killed_trial.params  # optuna's RetryHeartbeatStaleTrialCallback queued the same hyperparameters
     assert retry.user_attrs["worker_pid"] == survivor.pid
     assert len(finished_rows(tmp_path / "survivor")) == 5
 

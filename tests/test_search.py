@@ -133,3 +133,24 @@ def test_default_demo_composes_and_its_model_and_data_load(make_config: Callable
     assert model.config.num_labels == 2 and model.config.id2label == {0: "fresh", 1: "rotten"}
     assert model.config.hidden_dropout_prob == 0.1
     assert sum(p.numel() for p in model.parameters()) > 22_000_000  # the real pretrained MiniLM
+
+
+@pytest.mark.parametrize("select", ["last", "best"])
+def test_objective_from_the_last_or_the_best_evaluation(make_config: Callable[..., DictConfig], tmp_path: Path, select: str) -> None:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    # eval_loss of a high learning rate: it jumps about, so a trial's best evaluation is seldom its last.
+    cfg = make_config("experiment=smoke", "objective=loss", "n_trials=2", "study_name=select", f"objective.select={select}",
+                      "space.learning_rate.low=0.005", "training.eval_strategy=steps", "training.eval_steps=2", "training.num_train_epochs=2")
+    result = run(cfg)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "studies" / "select.log")))
+    for record, trial in zip(result.trials, optuna.load_study(study_name="select", storage=storage).trials):
+        evaluations = [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
+        assert len(evaluations) >= 8  # 256 examples, batches of 16 or 32, 2 epochs: 16 or 32 steps, evaluated every 2
+        expected = min(evaluations) if select == "best" else evaluations[-1]
+        assert record.values == [expected] and record.metrics["eval_loss"] == expected
+    if select == "best":  # the test can tell the two apart: some trial's best evaluation was not its last
+        assert any(min(t.intermediate_values.values()) != t.intermediate_values[max(t.intermediate_values)]
+                   for t in optuna.load_study(study_name="select", storage=storage).trials)

@@ -30,7 +30,7 @@ a trial only while fewer than ``n_trials`` are finished, running or waiting (``S
 of commands on any number of machines train ``n_trials`` in total. On a database storage each running trial
 sends optuna's heartbeat (``backend.heartbeat_interval_s``); a trial silent for ``backend.grace_period_s``
 (its worker was preempted or killed) is failed by whichever process looks next, and optuna's
-``RetryFailedTrialCallback`` queues it again with the same hyperparameters (``backend.max_retry`` times).
+``RetryHeartbeatStaleTrialCallback`` queues it again with the same hyperparameters (``backend.max_retry`` times).
 A process with nothing left to take waits up to ``backend.wait_s`` for trials running elsewhere to finish or
 go stale, so that none is left RUNNING.
 """
@@ -43,7 +43,8 @@ import time
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
@@ -138,15 +139,16 @@ def open_storage(url: str, settings: Mapping[str, Any] | None = None) -> optuna.
         return open_grpc_proxy(url)
     settings = settings or {}
     heartbeat = {}
-    if settings.get("heartbeat_interval_s"):
+    if settings.get("heartbeat_interval_s"):  # optuna marks the heartbeat experimental; its warnings are noise here
         heartbeat = {
             "heartbeat_interval": settings["heartbeat_interval_s"],
             "grace_period": settings["grace_period_s"],
-            "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=settings["max_retry"]),
+            "heartbeat_stale_trial_callback": _retry_callback(settings["max_retry"]),
         }
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        with _experimental_quiet():
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except ImportError:
         raise MissingPackageError(f"storage={redact_url(url)}", "psycopg[binary]", "postgres") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
@@ -163,8 +165,7 @@ def open_grpc_proxy(url: str) -> optuna.storages.BaseStorage:
     if not host or not port.isdigit():
         raise ConfigError(f"storage={url}: a gRPC storage proxy is grpc://HOST:PORT, e.g. grpc://127.0.0.1:13000")
     require("grpc", f"storage={url}", "grpcio", "grpc")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with _experimental_quiet():
         proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
     try:
         proxy.wait_server_ready(timeout=10)
@@ -382,8 +383,7 @@ class StudySource(TrialSource):
         states = optuna.trial.TrialState
         deadline = time.monotonic() + self.wait_s
         while not _grid_exhausted(self.study):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with _experimental_quiet():
                 optuna.storages.fail_stale_trials(self.study)
             counts = Counter(trial.state for trial in self.study.get_trials(deepcopy=False))
             finished = counts[states.COMPLETE] + counts[states.PRUNED]
@@ -414,6 +414,23 @@ class StudySource(TrialSource):
         self.study._storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return True
+
+
+@contextmanager
+def _experimental_quiet() -> Iterator[None]:
+    """optuna warns on every use of its experimental heartbeat, retry and gRPC proxy APIs."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def _retry_callback(max_retry: int) -> Callable[..., None]:
+    import optuna
+
+    with _experimental_quiet():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
 def _sampler_seed(seed: int, stored_trials: int, shared: bool) -> int:

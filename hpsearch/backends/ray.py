@@ -259,6 +259,7 @@ class RayBackend(Backend):
                 "data_collator": trainer.data_collator,
                 "processing_class": trainer.processing_class,
                 "args": trainer.args,
+                "best_model": trainer.best_model,
             },
             space=job.space,
             objectives=job.objectives,

@@ -179,11 +179,12 @@ class SigOptBackend(Backend):
         return sorted(pages, key=lambda o: (o.created or 0, int(o.id) if str(o.id).isdigit() else 0))
 
     def prepare(self, job: SearchJob) -> None:
-        """Create the experiment, or close the suggestions a crashed run left open, before workers share it."""
+        """Create the experiment, or close the suggestions a crashed run left open, before workers share it.
+        An experiment joined by ``backend.experiment_id`` may have other machines' trials open: left alone."""
         connection = self.connection(job.settings)
         joined = self._experiment_id(job)
         experiment_id = joined or self._create_experiment(connection, job)
-        if joined:
+        if joined and not job.settings.get(EXPERIMENT_ID):
             self._call(job, lambda: connection.experiments(experiment_id).suggestions().delete(state="open"))
 
     def search(self, job: SearchJob) -> None:

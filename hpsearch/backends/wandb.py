@@ -109,8 +109,9 @@ class WandbBackend(Backend):
         if job.settings.get("method") == "grid":
             job.space.grid("backend.method=grid")  # every parameter must be finite
         try:
+            # run_cap: the W&B server stops handing out runs at n_trials, whichever machines run the agents.
             sweep_id = wandb.sweep(
-                sweep_config(job.space, job.objectives, job.settings),
+                {**sweep_config(job.space, job.objectives, job.settings), "run_cap": job.n_trials},
                 entity=job.settings.get("entity"),
                 project=job.settings.get("project"),
             )
