@@ -62,6 +62,11 @@ def _follower_overrides() -> list[str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["compare"]:  # hpsearch compare ...: the console script's one subcommand
+        from hpsearch.compare import main as compare
+
+        compare(sys.argv[2:])
+        return
     sys.argv += _follower_overrides()
     try:
         check_group_choices(sys.argv[1:])

@@ -103,6 +103,7 @@ def run(cfg: DictConfig) -> SearchResult | None:
         workers=workers,
     )
     if cfg.get("results_only") or _already_finished(backend, job):
+        save_resolved(cfg, run_dir / "config.yaml")
         result = write_search_results(backend, job)
         _report(result, objectives, run_dir)
         return result

@@ -29,7 +29,7 @@ def _objective_columns(objectives: Objectives) -> list[str]:
 
 def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: list[str], objectives: Objectives) -> None:
     metric_names = sorted({name for trial in trials for name in trial.metrics})
-    header = ["number", "state", *_objective_columns(objectives), *param_names, *metric_names, "duration_s"]
+    header = ["number", "state", *_objective_columns(objectives), *param_names, *metric_names, "duration_s", "finished_at"]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -43,6 +43,7 @@ def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: lis
                     *(trial.params.get(name) for name in param_names),
                     *(trial.metrics.get(name) for name in metric_names),
                     None if trial.duration_s is None else round(trial.duration_s, 3),
+                    None if trial.finished_at is None else round(trial.finished_at, 3),
                 ]
             )
 

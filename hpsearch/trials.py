@@ -48,6 +48,7 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     duration_s: float | None = None
     key: str | None = None  # the backend's own id for the trial (a W&B run, a SigOpt observation)
+    finished_at: float | None = None  # when it ended (Unix time), where the backend's store keeps it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", TrialState(self.state))

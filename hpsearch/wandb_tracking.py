@@ -122,6 +122,7 @@ def records_from_runs(runs: list[Any], objectives: Objectives, names: list[str],
                 metrics={k: _summary_value(v) for k, v in summary.items() if k.startswith("eval_")},
                 duration_s=summary.get("hpsearch/duration_s"),
                 key=getattr(run, "run_id", None) or run.id,
+                finished_at=summary.get("_timestamp"),
             )
         )
     return records

@@ -26,6 +26,11 @@ def require_in_training_eval(option: str, training: Mapping[str, Any], purpose: 
         )
 
 
+def method_name(search: str, early_stopping: str | None) -> str:
+    """``tpe``, or ``tpe+median`` with early stopping: a search method as comparisons show it."""
+    return search if early_stopping in (None, "none") else f"{search}+{early_stopping}"
+
+
 @dataclass
 class SearchJob:
     """One search, as the orchestration hands it to a backend."""
@@ -60,6 +65,7 @@ class Backend(ABC):
     6. ``finish(job, result)``: after the results files are written, e.g. tag the best trial's run.
 
     ``abandon(job, pid)``: a worker process died; its trials must not stay RUNNING.
+    ``method(settings)``: the search method in a word or two, for ``hpsearch compare``.
 
     Capabilities are class attributes, so the orchestration never names a backend.
     """
@@ -99,6 +105,10 @@ class Backend(ABC):
 
     def abandon(self, job: SearchJob, pid: int) -> None:
         """Worker process ``pid`` died: record the trial it was training as failed, where the store can."""
+
+    def method(self, settings: Mapping[str, Any]) -> str:
+        """How this configuration searches, in a word or two (``tpe+median``, ``bayes``), for comparisons."""
+        return self.name
 
     @abstractmethod
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
+from hpsearch.backends.base import Backend, SearchJob, method_name, require_in_training_eval
 from hpsearch.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
 WORKER_PID = "worker_pid"  # trial user attributes: the process training it, and its machine
 WORKER_HOST = "worker_host"
+NOT_METRICS = (WORKER_PID, WORKER_HOST)  # numeric user attributes that are not eval metrics
 WAIT_POLL_S = 2.0  # how often a process with nothing to take looks at the study again
 SURPLUS = "hpsearch:surplus"  # system attribute of a trial asked for when the budget was already taken
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
@@ -231,6 +232,9 @@ class OptunaBackend(Backend):
             directions=job.objectives.directions,
             load_if_exists=True,
         )
+        if study.metric_names is None:  # the objectives' names, for optuna-dashboard and comparisons
+            with _experimental_quiet():
+                study.set_metric_names(job.objectives.names)
         existing = [direction.name.lower() for direction in study.directions]
         if existing != job.objectives.directions:
             raise ConfigError(
@@ -245,6 +249,7 @@ class OptunaBackend(Backend):
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         study = self._study(job)
         settings = job.settings
+        study.set_user_attr("hpsearch_method", self.method(settings))  # for hpsearch compare --study
         # Under torchrun rank zero drives the study itself: transformers' DDP path makes the other ranks count
         # trials on their own, which deadlocks on pruning and failures (see hpsearch.distributed). Workers and
         # other machines share the study, which then counts the trials for all of them.
@@ -300,14 +305,18 @@ class OptunaBackend(Backend):
                 state=TrialState(trial.state.name),
                 values=list(trial.values) if trial.values is not None else None,
                 params=_ordered({**fixed, **trial.params}, job.space.names),
-                metrics=dict(trial.user_attrs.get("metrics", {})),
+                metrics=trial_metrics(trial),
                 duration_s=trial.duration.total_seconds() if trial.duration else None,
+                finished_at=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
             )
             for trial in trials
         ]
 
     def prepare(self, job: SearchJob) -> None:
         self._study(job)
+
+    def method(self, settings: Mapping[str, Any]) -> str:
+        return method_name(settings["sampler"], settings["pruner"])
 
     def abandon(self, job: SearchJob, pid: int) -> None:
         import optuna
@@ -478,7 +487,9 @@ def _report_and_prune(trial: optuna.Trial, step: int, value: float) -> None:
 
 
 def _store(trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    trial.set_user_attr("metrics", outcome.metrics)
+    """Each eval metric as its own user attribute, where optuna-dashboard shows it."""
+    for name, value in outcome.metrics.items():
+        trial.set_user_attr(name, value)
     if outcome.error:
         trial.set_user_attr("error", outcome.error)
 
@@ -488,6 +499,13 @@ def _store_or_stop(trial: optuna.Trial, outcome: TrialOutcome, job: SearchJob) -
     _store(trial, outcome)
     if job.loop.stopped:
         trial.study.stop()
+
+
+def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """A trial's eval metrics: its numeric user attributes (a study of hpsearch 0.2 kept them as one dict)."""
+    attrs = trial.user_attrs
+    stored = {name: value for name, value in attrs.items() if name not in NOT_METRICS and isinstance(value, (int, float))}
+    return {**dict(attrs.get("metrics", {})), **stored}
 
 
 def _finished(study: optuna.Study) -> int:

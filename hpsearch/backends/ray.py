@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
+from hpsearch.backends.base import Backend, SearchJob, method_name, require_in_training_eval
 from hpsearch.errors import BackendUnavailableError, ConfigError, first_line
 from hpsearch.objective import Objectives
 from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
@@ -246,6 +246,9 @@ class RayBackend(Backend):
     def _experiment(self, job: SearchJob) -> Path:
         return self.keep_with_study(job, "ray") / job.study_name
 
+    def method(self, settings: Mapping[str, Any]) -> str:
+        return method_name(settings.get("search_alg", "basic"), settings.get("scheduler", "none"))
+
     def search(self, job: SearchJob) -> None:
         from ray import tune
 
@@ -337,6 +340,7 @@ class RayBackend(Backend):
                     metrics={k: float(v) for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))},
                     duration_s=metrics.get("duration_s") or metrics.get("time_total_s"),
                     key=trial.trial_id,
+                    finished_at=metrics.get("timestamp"),
                 )
             )
         return records

@@ -178,6 +178,9 @@ class SigOptBackend(Backend):
         pages = self._call(job, lambda: list(connection.experiments(experiment_id).observations().fetch().iterate_pages()))
         return sorted(pages, key=lambda o: (o.created or 0, int(o.id) if str(o.id).isdigit() else 0))
 
+    def method(self, settings: Mapping[str, Any]) -> str:
+        return "sigoptlite" if settings.get("driver") == "lite" else "sigopt server"
+
     def prepare(self, job: SearchJob) -> None:
         """Create the experiment, or close the suggestions a crashed run left open, before workers share it.
         An experiment joined by ``backend.experiment_id`` may have other machines' trials open: left alone."""
@@ -210,6 +213,7 @@ class SigOptBackend(Backend):
                     metrics={k: float(v) for k, v in metadata.items() if k not in ("duration_s", "error") and isinstance(v, (int, float))},
                     duration_s=metadata.get("duration_s"),
                     key=str(observation.id),
+                    finished_at=float(observation.created) if observation.created else None,
                 )
             )
         return records

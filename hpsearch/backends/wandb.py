@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
+from hpsearch.backends.base import Backend, SearchJob, method_name, require_in_training_eval
 from hpsearch.errors import BackendUnavailableError, ConfigError, HPSearchError, first_line, root_cause
 from hpsearch.imports import require
 from hpsearch.loop import Train, TrialSource
@@ -119,6 +119,9 @@ class WandbBackend(Backend):
             raise _unavailable(error) from None
         self.remember_id(job, SWEEP_ID, str(sweep_id))
         return str(sweep_id)
+
+    def method(self, settings: Mapping[str, Any]) -> str:
+        return method_name(settings.get("method", "bayes"), (settings.get("early_terminate") or {}).get("type"))
 
     def run_files(self, job: SearchJob) -> Path:
         """Where W&B writes this study's local run files: ``$WANDB_DIR`` when set, else kept with the study's

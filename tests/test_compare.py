@@ -1,0 +1,107 @@
+"""``hpsearch compare`` over runs of every kind, and Hydra multiruns compared in one command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_env
+from hpsearch.compare import importance, read_run_dir
+
+CLI = Callable[..., subprocess.CompletedProcess[str]]
+SMOKE_LOSS = ["experiment=smoke", "objective=loss", "n_trials=4"]  # eval_loss varies from trial to trial
+
+
+def compare(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hpsearch", "compare", *args], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=180)
+
+
+def search(cli: CLI, tmp_path: Path, name: str, *overrides: str) -> Path:
+    done = cli(*SMOKE_LOSS, f"study_name={name}", f"hydra.run.dir={tmp_path / name}", *overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / name
+
+
+def test_compare_runs_of_three_backends(cli: CLI, tmp_path: Path) -> None:
+    pytest.importorskip("sigoptlite")
+    runs = [search(cli, tmp_path, "tpe"), search(cli, tmp_path, "ray", "backend=ray"),
+            search(cli, tmp_path, "lite", "backend=sigopt", "backend.driver=lite")]
+    done = compare(*map(str, runs), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert [(row["backend"], row["method"]) for row in rows] == [("optuna", "tpe"), ("ray", "basic"), ("sigopt", "sigoptlite")]
+    for row, run in zip(rows, runs):
+        assert float(row["best eval_loss"]) == json.loads((run / "best.json").read_text())["objective"]
+        assert (row["complete"], row["pruned"], row["failed"]) == ("4", "0", "0")
+    assert "best eval_loss" in done.stdout and "sigoptlite" in done.stdout  # the table, printed
+
+    page = (tmp_path / "out" / "report.html").read_text()
+    pngs = sorted(path.name for path in (tmp_path / "out").glob("*.png"))
+    assert pngs == ["best_by_time.png", "best_by_trial.png", "importance.png", "parallel_0.png", "parallel_1.png", "parallel_2.png"]
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == len(pngs)  # every plot, inlined
+    assert "<script" not in page and "http" not in page  # opens offline, fetches nothing
+    ray_importance = importance(read_run_dir(runs[1]))
+    assert set(ray_importance) and abs(sum(ray_importance.values()) - 1) < 1e-6  # optuna's fANOVA on a Ray search
+
+
+def test_compare_an_optuna_study_by_its_storage(cli: CLI, tmp_path: Path) -> None:
+    search(cli, tmp_path, "stored")
+    done = compare("--study", str(tmp_path / ".hpsearch" / "stored.log"), "stored", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = csv.DictReader((tmp_path / "out" / "comparison.csv").open())
+    assert (row["search"], row["method"], row["complete"]) == ("stored", "tpe", "4")
+    assert float(row["best eval_loss"]) == json.loads((tmp_path / "stored" / "best.json").read_text())["objective"]
+
+
+def test_compare_bad_inputs_are_one_line(cli: CLI, tmp_path: Path) -> None:
+    loss = search(cli, tmp_path, "loss", "n_trials=1")
+    accuracy = search(cli, tmp_path, "accuracy", "n_trials=1", "objective=accuracy")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([str(tmp_path / "missing")], "is not a directory"),
+        ([str(tmp_path / "empty")], "holds no search results (trials.csv and config.yaml)"),
+        ([str(loss), str(accuracy)], "optimises eval_accuracy (maximize) but"),
+        (["--study", "nowhere", "x"], "is neither a storage URL nor a journal file"),
+    ]
+    for args, message in cases:
+        done = compare(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("hpsearch compare: error: ") and message in line
+
+
+@pytest.mark.parametrize("sweep", [["backend=optuna,ray"], ["backend.sampler=tpe,random"]], ids=["backends", "samplers"])
+def test_multirun_searches_are_compared_in_one_command(tmp_path: Path, sweep: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "-m", *sweep, *SMOKE_LOSS[:2], "n_trials=2", "progress=false",
+         f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = [tmp_path / "multirun" / str(index) for index in (0, 1)]
+    for job in jobs:  # each job searched its own study: both trained n_trials trials
+        assert [row["state"] for row in csv.DictReader((job / "trials.csv").open())] == ["COMPLETE", "COMPLETE"]
+    done = compare(str(tmp_path / "multirun"), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert len(rows) == 2 and [row["complete"] for row in rows] == ["2", "2"]
+    values = sweep[0].split("=")[1].split(",")
+    assert [row["backend" if sweep[0].startswith("backend=") else "method"] for row in rows] == values
+
+
+def test_rerunning_a_finished_study_says_so(cli: CLI, tmp_path: Path) -> None:
+    search(cli, tmp_path, "done", "n_trials=2")
+    again = cli(*SMOKE_LOSS, "n_trials=2", "study_name=done", f"hydra.run.dir={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert ("hpsearch: study_name=done already has 2 finished trials (n_trials=2), so nothing will run; for more, "
+            "raise n_trials or pick another study_name") in again.stderr
+    assert len(list(csv.DictReader((tmp_path / "again" / "trials.csv").open()))) == 2  # results still written
