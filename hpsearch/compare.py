@@ -48,6 +48,7 @@ class Search:
     """One search as the comparison sees it, read back from a run directory or an optuna study."""
 
     label: str
+    study: str  # its study name: the W&B group of its runs
     backend: str
     method: str
     directions: list[str]
@@ -94,6 +95,7 @@ def read_run_dir(path: Path) -> Search:
             ))
     return Search(
         label=_label(path),
+        study=str(config["study_name"]),
         backend=backend.name,
         method=backend.method(config["backend"]),
         directions=objectives.directions,
@@ -140,6 +142,7 @@ def read_study(storage: str, study_name: str) -> Search:
     distributions = {name: dist for trial in study.get_trials(deepcopy=False) for name, dist in trial.distributions.items()}
     return Search(
         label=study_name,
+        study=study_name,
         backend="optuna",
         method=str(study.user_attrs.get("hpsearch_method", type(study.sampler).__name__)),
         directions=[direction.name.lower() for direction in study.directions],
@@ -204,7 +207,7 @@ def write_comparison_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     header = list(rows[0])
-    cells = [[_cell(row[column]) for column in header] for row in rows]
+    cells = [[cell_text(row[column]) for column in header] for row in rows]
     widths = [max(len(column), *(len(line[index]) for line in cells)) for index, column in enumerate(header)]
     lines = ["  ".join(column.ljust(width) for column, width in zip(header, widths))]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
@@ -307,7 +310,7 @@ def _plot_parallel(search: Search, path: Path) -> Path:
             shade = 0.5 if high == low else (value - low) / (high - low)
             axes.plot(range(len(columns)), [column[row] for column in columns], color=colormap(shade), alpha=0.8)
         axes.set_xticks(range(len(columns)), [*names, search.objective_names[0]], rotation=20, fontsize=8)
-        ranges = [_range_text(search.distributions[name]) for name in names] + [(_cell(low), _cell(high))]
+        ranges = [_range_text(search.distributions[name]) for name in names] + [(cell_text(low), cell_text(high))]
         for x, (bottom, top) in enumerate(ranges):
             axes.annotate(bottom, (x, 0), xytext=(3, -10), textcoords="offset points", fontsize=7)
             axes.annotate(top, (x, 1), xytext=(3, 4), textcoords="offset points", fontsize=7)
@@ -354,7 +357,7 @@ def _plot_fronts(searches: Sequence[Search], path: Path) -> Path:
 def write_report(path: Path, rows: Sequence[dict[str, Any]], images: Sequence[tuple[str, Path]]) -> None:
     """One HTML file that opens offline: the table, and every plot inlined as a data URI (no script)."""
     header = "".join(f"<th>{html.escape(column)}</th>" for column in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(row[c]))}</td>" for c in rows[0]) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell_text(row[c]))}</td>" for c in rows[0]) + "</tr>" for row in rows)
     figures = "".join(
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}">'
         f"<figcaption>{html.escape(caption)} ({image.name})</figcaption></figure>"
@@ -367,8 +370,11 @@ def write_report(path: Path, rows: Sequence[dict[str, Any]], images: Sequence[tu
     )
 
 
-def compare(run_dirs: Sequence[Path], studies: Sequence[tuple[str, str]], out: Path) -> list[dict[str, Any]]:
-    """Read every input, write comparison.csv, report.html and its PNGs to ``out``; the table's rows."""
+def compare(
+    run_dirs: Sequence[Path], studies: Sequence[tuple[str, str]], out: Path, wandb: str | None = None
+) -> list[dict[str, Any]]:
+    """Read every input, write comparison.csv, report.html and its PNGs to ``out`` (and with ``wandb``, a W&B
+    report); the table's rows."""
     searches = [read_run_dir(path) for given in run_dirs for path in expand(given)]
     searches += [read_study(storage, name) for storage, name in studies]
     if not searches:
@@ -378,6 +384,10 @@ def compare(run_dirs: Sequence[Path], studies: Sequence[tuple[str, str]], out: P
     rows = comparison_rows(searches)
     write_comparison_csv(out / COMPARISON_CSV, rows)
     write_report(out / REPORT_HTML, rows, plot_all(searches, out))
+    if wandb:
+        from hpsearch.wandb_report import build_report
+
+        print(f"W&B report: {build_report(wandb, searches, rows)}")
     return rows
 
 
@@ -390,11 +400,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also build a W&B report of the searches' runs")
     args = parser.parse_args(argv)
     try:
-        rows = compare(args.runs, [tuple(study) for study in args.study], args.out)
-        if args.wandb:
-            from hpsearch.wandb_report import build_report
-
-            print(f"W&B report: {build_report(args.wandb, rows)}")
+        rows = compare(args.runs, [tuple(study) for study in args.study], args.out, args.wandb)
     except HPSearchError as error:
         print(f"hpsearch compare: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
@@ -412,10 +418,10 @@ def _objective_text(search: Search) -> str:
 
 
 def _params_text(params: dict[str, Any]) -> str:
-    return " ".join(f"{name}={_cell(value)}" for name, value in params.items())
+    return " ".join(f"{name}={cell_text(value)}" for name, value in params.items())
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
@@ -441,7 +447,7 @@ def _scaled(values: Sequence[Any], dist: Any) -> list[float]:
 def _range_text(dist: Any) -> tuple[str, str]:
     """What the bottom and top of a parallel-coordinates axis stand for."""
     choices = getattr(dist, "choices", None)
-    return (_cell(choices[0]), _cell(choices[-1])) if choices is not None else (_cell(dist.low), _cell(dist.high))
+    return (cell_text(choices[0]), cell_text(choices[-1])) if choices is not None else (cell_text(dist.low), cell_text(dist.high))
 
 
 def _save(figure: Any, path: Path) -> Path:

@@ -71,6 +71,7 @@ def test_compare_bad_inputs_are_one_line(cli: CLI, tmp_path: Path) -> None:
         ([str(tmp_path / "empty")], "holds no search results (trials.csv and config.yaml)"),
         ([str(loss), str(accuracy)], "optimises eval_accuracy (maximize) but"),
         (["--study", "nowhere", "x"], "is neither a storage URL nor a journal file"),
+        ([str(loss), "--wandb", "just-an-entity"], "compare --wandb just-an-entity: give ENTITY/PROJECT"),
     ]
     for args, message in cases:
         done = compare(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
@@ -105,3 +106,36 @@ def test_rerunning_a_finished_study_says_so(cli: CLI, tmp_path: Path) -> None:
     assert ("hpsearch: study_name=done already has 2 finished trials (n_trials=2), so nothing will run; for more, "
             "raise n_trials or pick another study_name") in again.stderr
     assert len(list(csv.DictReader((tmp_path / "again" / "trials.csv").open()))) == 2  # results still written
+
+
+def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path) -> None:
+    """``--wandb``: wandb-workspaces builds the report and sends it to the W&B stand-in, which keeps the spec."""
+    pytest.importorskip("wandb_workspaces")
+    from standins.wandb_server import WandbStandIn
+
+    runs = [search(cli, tmp_path, "first", "n_trials=2"), search(cli, tmp_path, "second", "n_trials=2", "backend.sampler=random")]
+    with WandbStandIn() as server:
+        server.projects.add(("team", "searches"))  # where the searches logged their runs (tracking=wandb)
+        env = {"WANDB_BASE_URL": server.url, "WANDB_API_KEY": server.api_key, "WANDB_SILENT": "true"}
+        done = subprocess.run([sys.executable, "-m", "hpsearch", "compare", *map(str, runs), "--out", str(tmp_path / "out"),
+                               "--wandb", "team/searches"], cwd=tmp_path, env=cli_env(**env), capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (report,) = server.reports
+    assert (report["entityName"], report["projectName"], report["displayName"]) == ("team", "searches", "hpsearch comparison")
+    assert f"{server.url}/team/searches/reports/" in done.stdout
+    blocks = report["spec"]["blocks"]
+    (table,) = [block["content"] for block in blocks if block["type"] == "markdown-block"]
+    assert "| search | backend | method |" in table and "| tpe |" in table and "| random |" in table
+    searches_grid, best_grid = [block["metadata"] for block in blocks if block["type"] == "panel-grid"]
+
+    def group_filter(runset: dict) -> list:
+        return [(f["key"]["name"], f["op"], f["value"]) for f in runset["filters"]["filters"]]
+
+    assert [group_filter(runset) for runset in searches_grid["runSets"]] == [[("group", "=", "first")], [("group", "=", "second")]]
+    (parallel,) = searches_grid["panelBankSectionConfig"]["panels"]
+    assert parallel["viewType"] == "Parallel Coordinates Plot"
+    assert [c["accessor"] for c in parallel["config"]["columns"]] == [
+        "config:learning_rate.value", "config:per_device_train_batch_size.value", "config:hidden_dropout_prob.value", "summary:eval_loss"]
+    (best_runs,) = best_grid["runSets"]
+    assert group_filter(best_runs) == [("tags", "IN", ["best"]), ("group", "IN", ["first", "second"])]
+    assert [panel["viewType"] for panel in best_grid["panelBankSectionConfig"]["panels"]] == ["Run Comparer"]

@@ -4,6 +4,9 @@ It answers the four operations the real ``wandb`` client sends for ``wandb.sweep
 (Viewer, UpsertSweep, CreateAgent, Heartbeat) on 127.0.0.1, and draws each sweep run's parameters with
 W&B's own sweep engine (the ``sweeps`` package that W&B's server runs). Runs themselves are logged with
 ``WANDB_MODE=offline`` and read back from their local files; no W&B server can run here.
+
+For reports built with ``wandb-workspaces`` it answers GetProjects, CreateProject, ProjectInternalId and
+upsertView, and keeps each saved report's spec exactly as the client sent it, for the test to read.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class WandbStandIn(StandInServer):
         self.issued: dict[str, list[Any]] = {}  # sweep name -> SweepRuns handed out
         self.agents: dict[str, str] = {}  # agent id -> sweep name
         self.operations: list[str] = []
+        self.projects: set[tuple[str, str]] = set()  # (entity, project)
+        self.reports: list[dict[str, Any]] = []  # upsertView variables, spec parsed
         self.variables: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         np.random.seed(seed)
@@ -50,6 +55,23 @@ class WandbStandIn(StandInServer):
             agent = f"agent{next(self._ids)}"
             self.agents[agent] = sweep
             return {"createAgent": {"agent": {"id": agent}}}
+        if operation == "GetProjects":
+            nodes = [{"node": _project(entity, name)} for entity, name in sorted(self.projects) if entity == variables.get("entity")]
+            return {"models": {"pageInfo": {"__typename": "PageInfo", "endCursor": None, "hasNextPage": False}, "edges": nodes}}
+        if operation == "CreateProject":
+            entry = variables["input"]
+            self.projects.add((entry["entityName"], entry["name"]))
+            project = {**_project(entry["entityName"], entry["name"]), "description": None, "access": "PRIVATE", "views": "{}"}
+            return {"result": {"project": project, "model": project, "inserted": True}}
+        if operation == "ProjectInternalId":
+            known = (variables["entityName"], variables["projectName"]) in self.projects
+            return {"project": {"id": "UHJvamVjdDox", "internalId": "standin-project"} if known else None}
+        if operation == "upsertView":
+            view_id = variables.get("id") or f"report{next(self._ids)}"
+            self.reports.append({**variables, "id": view_id, "spec": json.loads(variables["spec"])})
+            project = {"id": "UHJvamVjdDox", "name": variables["projectName"], "entityName": variables["entityName"]}
+            view = {key: variables.get(key) for key in ("type", "name", "displayName", "description", "spec")}
+            return {"upsertView": {"view": {**view, "id": view_id, "project": project, "updatedAt": "2026-11-28T00:00:00"}, "inserted": True}}
         if operation == "Heartbeat":
             return {"agentHeartbeat": {"agent": {"id": variables["id"]}, "commands": json.dumps(self._commands(variables))}}
         return {}
@@ -104,6 +126,11 @@ class WandbStandIn(StandInServer):
                 self.wfile.write(payload)
 
         return Handler
+
+
+def _project(entity: str, name: str) -> dict[str, Any]:
+    return {"__typename": "Project", "id": f"{entity}/{name}", "name": name, "entityName": entity,
+            "createdAt": "2026-11-28T00:00:00", "isBenchmark": False, "user": None}
 
 
 def _plain(value: Any) -> Any:
