@@ -20,8 +20,9 @@ from hpsearch.errors import (
 )
 from hpsearch.objective import Objectives
 from hpsearch.space import SearchSpace
+from hpsearch.task import Task
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "BackendUnavailableError",
@@ -35,6 +36,7 @@ __all__ = [
     "SearchAborted",
     "SearchSpace",
     "SearchSpaceError",
+    "Task",
     "TrialFailed",
     "__version__",
     "run",

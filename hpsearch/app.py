@@ -77,6 +77,8 @@ def run(cfg: DictConfig) -> SearchResult | None:
     run_dir = Path(cfg.run_dir)
     space = search_space(cfg)
     objectives = Objectives.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
+    if "_target_" not in cfg.data:  # a data._target_ task names its own metrics, known once it is built
+        objectives.check_reachable()
     backend = get_backend(str(cfg.backend.name))
     settings = OmegaConf.to_container(cfg.backend, resolve=True)
     training = OmegaConf.to_container(cfg.training, resolve=True)
@@ -206,12 +208,11 @@ def _build_trainer(
     seed: int,
     coordinator: Coordinator | None,
 ) -> Any:
-    """Tokenizer, data (tokenised once) and the trainer every trial reuses."""
+    """Tokenizer, the task's data (tokenised once) and the trainer every trial reuses."""
     _quiet_libraries()
-    from transformers import DataCollatorWithPadding, PrinterCallback
+    from transformers import PrinterCallback
 
     from hpsearch.best_model import BestModelKeeper
-    from hpsearch.data import read_data, tokenize_data
     from hpsearch.model import ModelInit
     from hpsearch.trainer import SearchTrainer, check_space_routing
     from hpsearch.training import check_training, training_arguments
@@ -221,23 +222,38 @@ def _build_trainer(
     target = _instantiate(cfg.model.model_init, "model.model_init", _partial_=True)
     probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": None})
     check_space_routing(space, probe)  # before loading anything: a misrouted parameter is a config error
-    texts = read_data(cfg.data, seed)  # data errors first: a tokenizer may be trained on the same file
-    tokenizer = _instantiate(cfg.model.tokenizer, "model.tokenizer")
-    data = tokenize_data(texts, cfg.data, tokenizer)
+    task, tokenizer = _task(cfg, objectives, seed)
     trainer = SearchTrainer(
-        hpsearch_model_init=ModelInit.build(target, {**data.model_context, "tokenizer": tokenizer}),
+        hpsearch_model_init=ModelInit.build(target, {**task.model_context, "tokenizer": tokenizer}),
         space=space,
         objectives=objectives,
         coordinator=coordinator,
         best_model=BestModelKeeper(run_dir / "best_model", objectives) if cfg.get("save_best_model") else None,
         args=args,
-        train_dataset=data.train,
-        eval_dataset=data.eval,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        train_dataset=task.train,
+        eval_dataset=task.eval,
+        data_collator=task.data_collator,
+        compute_metrics=task.compute_metrics,
         processing_class=tokenizer,
     )
     trainer.remove_callback(PrinterCallback)  # per-step log lines; the search shows its own progress
     return trainer
+
+
+def _task(cfg: DictConfig, objectives: Objectives, seed: int) -> tuple[Any, Any]:
+    """The task and the tokenizer: from ``data._target_``, or the built-in text classification/regression."""
+    from hpsearch.data import read_data, text_task
+    from hpsearch.task import task_from_target
+
+    if "_target_" in cfg.data:
+        tokenizer = _instantiate(cfg.model.tokenizer, "model.tokenizer")
+        task = task_from_target(_instantiate(cfg.data, "data._target_", _partial_=True), tokenizer, seed)
+        objectives.check_reachable(task.metric_names)
+        return task, tokenizer
+    texts = read_data(cfg.data, seed)  # data errors first: a tokenizer may be trained on the same file
+    compute_metrics = objectives.metric_function(texts.regression)
+    tokenizer = _instantiate(cfg.model.tokenizer, "model.tokenizer")
+    return text_task(texts, cfg.data, tokenizer, compute_metrics, objectives.metrics), tokenizer
 
 
 def _coordinator(backend: Backend, training: dict[str, Any]) -> Coordinator | None:

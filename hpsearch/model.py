@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,10 +55,11 @@ def _bert_tokenizer(backend: Any) -> PreTrainedTokenizerFast:
 
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # BERT's segment ids for text pairs
         unk_token="[UNK]",
         pad_token="[PAD]",
         cls_token="[CLS]",
@@ -67,12 +68,14 @@ def _bert_tokenizer(backend: Any) -> PreTrainedTokenizerFast:
     )
 
 
-def wordpiece_tokenizer(corpus: str, text_column: str = "text", vocab_size: int = 2000) -> PreTrainedTokenizerFast:
-    """A lower-cased WordPiece tokenizer trained locally on a csv corpus's text column (no labels are read)."""
+def wordpiece_tokenizer(corpus: str, text_column: str | Sequence[str] = "text", vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+    """A lower-cased WordPiece tokenizer trained locally on a csv corpus's text column(s) (no labels are read)."""
     import pandas as pd
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-    texts = pd.read_csv(resolve_location(corpus, "model.tokenizer.corpus"), usecols=[text_column])[text_column]
+    columns = [text_column] if isinstance(text_column, str) else list(text_column)
+    frame = pd.read_csv(resolve_location(corpus, "model.tokenizer.corpus"), usecols=columns)
+    texts = pd.concat([frame[column] for column in columns])
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -139,6 +142,24 @@ def tiny_bert(
         label2id=label2id,
     )
     return BertForSequenceClassification(config)
+
+
+def tiny_gpt2(
+    tokenizer: PreTrainedTokenizerBase,
+    n_embd: int = 64,
+    n_layer: int = 2,
+    n_head: int = 2,
+    resid_pdrop: float = 0.1,
+    n_positions: int = 256,
+) -> PreTrainedModel:
+    """A randomly initialised GPT-2-shaped causal language model, small by default."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=n_embd, n_layer=n_layer, n_head=n_head, resid_pdrop=resid_pdrop,
+        n_positions=n_positions, pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
 
 
 @dataclass(frozen=True)

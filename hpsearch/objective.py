@@ -26,20 +26,51 @@ DIRECTIONS = ("minimize", "maximize")
 SELECTIONS = ("last", "best")
 
 
-def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return float((predictions == labels).mean())
+def _sklearn(name: str) -> Callable[..., float]:
+    from sklearn import metrics
+
+    return getattr(metrics, name)
 
 
-def macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
-    scores = []
-    for label in np.unique(np.concatenate([predictions, labels])):
-        true_pos = np.sum((predictions == label) & (labels == label))
-        predicted, actual = np.sum(predictions == label), np.sum(labels == label)
-        scores.append(2 * true_pos / (predicted + actual) if predicted + actual else 0.0)
-    return float(np.mean(scores))
+def _scipy_correlation(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    def correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+        from scipy import stats
+
+        return float(getattr(stats, name)(predictions, labels).statistic)
+
+    return correlation
 
 
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"accuracy": accuracy, "f1": macro_f1}
+# Classification metrics take predicted class ids (the argmax of the logits); regression metrics take the
+# model's single output. Computed by scikit-learn and scipy.
+CLASSIFICATION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda predictions, labels: float(_sklearn("accuracy_score")(labels, predictions)),
+    "f1": lambda predictions, labels: float(_sklearn("f1_score")(labels, predictions, average="macro")),
+    "matthews_correlation": lambda predictions, labels: float(_sklearn("matthews_corrcoef")(labels, predictions)),
+}
+REGRESSION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "pearson": _scipy_correlation("pearsonr"),
+    "spearman": _scipy_correlation("spearmanr"),
+    "mse": lambda predictions, labels: float(_sklearn("mean_squared_error")(labels, predictions)),
+}
+METRICS = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
+
+
+@dataclass(frozen=True)
+class MetricFunction:
+    """``compute_metrics`` for the built-in text tasks: ``names`` on the argmax of the logits, or for
+    regression on the model's single output. A plain object, so Ray workers can receive it."""
+
+    names: tuple[str, ...]
+    regression: bool
+
+    def __call__(self, eval_prediction: Any) -> dict[str, float]:
+        logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        logits = np.asarray(logits)
+        predictions = logits.reshape(len(logits)) if self.regression else logits.argmax(axis=-1)
+        return {name: METRICS[name](predictions, np.asarray(labels)) for name in self.names}
 
 
 @dataclass(frozen=True)
@@ -78,9 +109,7 @@ class Objectives:
             raise ObjectiveError(f"objective.select: must be last or best (got {select!r})")
         if select == "best" and len(items) > 1:
             raise ObjectiveError("objective.select=best: several objectives have no single best evaluation; use select=last")
-        objectives = cls(metrics, tuple(items), select)
-        objectives.check_reachable()
-        return objectives
+        return cls(metrics, tuple(items), select)
 
     @property
     def names(self) -> list[str]:
@@ -94,29 +123,37 @@ class Objectives:
     def is_multi(self) -> bool:
         return len(self.items) > 1
 
-    @property
-    def available(self) -> list[str]:
-        """Every metric name a trial reports, known before any training."""
-        return ["eval_loss", *(f"eval_{name}" for name in self.metrics), *MODEL_METRICS]
+    def available(self, task_metrics: Sequence[str] = ()) -> list[str]:
+        """Every metric name a trial reports, known before any training: the loss, the declared metrics (or
+        those a ``data._target_`` task computes), the model metrics."""
+        names = task_metrics or self.metrics
+        return ["eval_loss", *(f"eval_{name}" for name in names), *MODEL_METRICS]
 
     @property
     def model_metrics(self) -> list[str]:
         return [name for name in self.names if name in MODEL_METRICS]
 
-    def check_reachable(self) -> None:
+    def check_reachable(self, task_metrics: Sequence[str] = ()) -> None:
+        available = self.available(task_metrics)
         for index, item in enumerate(self.items):
-            if item.metric not in self.available:
+            if item.metric not in available:
                 raise ObjectiveError(
                     f"objective.objectives[{index}].metric: {item.metric!r} is never returned by evaluation; "
-                    f"use one of {self.available} or add it to objective.metrics"
+                    f"use one of {available} or add it to objective.metrics"
                 )
 
-    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
-        logits, labels = eval_prediction.predictions, eval_prediction.label_ids
-        if isinstance(logits, tuple):
-            logits = logits[0]
-        predictions = np.asarray(logits).argmax(axis=-1)
-        return {name: METRICS[name](predictions, np.asarray(labels)) for name in self.metrics}
+    def metric_function(self, regression: bool) -> MetricFunction:
+        """``compute_metrics`` for a built-in text task; a classification metric on regression labels, or the
+        reverse, is a config error."""
+        fitting = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+        for name in self.metrics:
+            if name not in fitting:
+                kind, other = ("regression", "float") if regression else ("classification", "class")
+                raise ObjectiveError(
+                    f"objective.metrics: {name!r} does not apply to {kind} (data.label_column holds {other} labels); "
+                    f"choose from {sorted(fitting)}"
+                )
+        return MetricFunction(self.metrics, regression)
 
     def values(self, metrics: Mapping[str, float]) -> list[float]:
         """The objective values, in declared order, from one evaluation's metrics."""

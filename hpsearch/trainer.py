@@ -86,7 +86,7 @@ class SearchTrainer(Trainer):
         self.coordinator = coordinator  # set under torchrun
         self.hooks = TrialHooks()
         self._current_params: dict[str, Any] = {}
-        super().__init__(model_init=self._init_model, compute_metrics=objectives.compute_metrics, **kwargs)
+        super().__init__(model_init=self._init_model, **kwargs)
         self.latest_outcome: TrialOutcome | None = None
         self.rank_reports: list[list[Any]] = []  # rank zero: every rank's (state, error, trained values) per trial
         self._chosen_metrics: dict[str, float] | None = None

@@ -27,7 +27,7 @@ def evaluate_saved(folder: Path, cfg: DictConfig, tmp_path: Path) -> dict[str, f
     objectives = Objectives.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
     args = TrainingArguments(output_dir=str(tmp_path / "eval"), per_device_eval_batch_size=128, report_to=[])
     trainer = Trainer(model=model, args=args, eval_dataset=data.eval, data_collator=DataCollatorWithPadding(tokenizer),
-                      compute_metrics=objectives.compute_metrics)
+                      compute_metrics=objectives.metric_function(regression=False))
     return trainer.evaluate()
 
 

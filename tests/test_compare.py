@@ -139,3 +139,11 @@ def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path) -> None:
     (best_runs,) = best_grid["runSets"]
     assert group_filter(best_runs) == [("tags", "IN", ["best"]), ("group", "IN", ["first", "second"])]
     assert [panel["viewType"] for panel in best_grid["panelBankSectionConfig"]["panels"]] == ["Run Comparer"]
+
+
+def test_a_study_keeps_its_objective(cli: CLI, tmp_path: Path) -> None:
+    search(cli, tmp_path, "kept", "n_trials=1")
+    other = cli("experiment=smoke", "objective=accuracy", "n_trials=1", "study_name=kept", f"hydra.run.dir={tmp_path / 'other'}")
+    assert other.returncode == 2
+    assert ("hpsearch: error: study_name=kept: the stored study optimises [('eval_loss', 'minimize')], not "
+            "[('eval_accuracy', 'maximize')]; choose another study_name") in other.stderr

@@ -235,12 +235,7 @@ class OptunaBackend(Backend):
         if study.metric_names is None:  # the objectives' names, for optuna-dashboard and comparisons
             with _experimental_quiet():
                 study.set_metric_names(job.objectives.names)
-        existing = [direction.name.lower() for direction in study.directions]
-        if existing != job.objectives.directions:
-            raise ConfigError(
-                f"study_name={job.study_name}: the stored study optimises {existing}, not "
-                f"{job.objectives.directions}; choose another study_name"
-            )
+        _check_objectives(study, job)
         return study
 
     def search(self, job: SearchJob) -> None:
@@ -297,6 +292,7 @@ class OptunaBackend(Backend):
             study = optuna.load_study(study_name=job.study_name, storage=self._storage(job))
         except KeyError:
             return []
+        _check_objectives(study, job)
         fixed = {param.name: param.value for param in job.space if isinstance(param, FixedParam)}
         trials = [trial for trial in study.get_trials(deepcopy=False) if not trial.system_attrs.get(SURPLUS)]
         return [
@@ -394,6 +390,7 @@ class StudySource(TrialSource):
         while not _grid_exhausted(self.study):
             with _experimental_quiet():
                 optuna.storages.fail_stale_trials(self.study)
+            self._fail_orphans()
             counts = Counter(trial.state for trial in self.study.get_trials(deepcopy=False))
             finished = counts[states.COMPLETE] + counts[states.PRUNED]
             waiting, running = counts[states.WAITING], counts[states.RUNNING]
@@ -408,6 +405,20 @@ class StudySource(TrialSource):
                 return None
             time.sleep(WAIT_POLL_S)
         return None
+
+    def _fail_orphans(self) -> None:
+        """A running trial of a process on this machine that no longer exists (a killed command, on a storage
+        without heartbeats such as the journal file) can never finish: fail it, so that it is trained again."""
+        import optuna
+
+        host = socket.gethostname()
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            pid = trial.user_attrs.get(WORKER_PID)
+            if trial.user_attrs.get(WORKER_HOST) == host and isinstance(pid, int) and not _process_exists(pid):
+                try:
+                    self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # another process failed it first
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         """Two processes asked for the last trial at the same moment: the one with the higher number (the
@@ -440,6 +451,27 @@ def _retry_callback(max_retry: int) -> Callable[..., None]:
 
     with _experimental_quiet():
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _check_objectives(study: optuna.Study, job: SearchJob) -> None:
+    """A stored study keeps its objectives: another objective under the same name is a config error."""
+    existing = [direction.name.lower() for direction in study.directions]
+    if existing != job.objectives.directions or study.metric_names not in (None, job.objectives.names):
+        stored = list(zip(study.metric_names or ["?"] * len(existing), existing))
+        raise ConfigError(
+            f"study_name={job.study_name}: the stored study optimises {stored}, not "
+            f"{list(zip(job.objectives.names, job.objectives.directions))}; choose another study_name"
+        )
 
 
 def _sampler_seed(seed: int, stored_trials: int, shared: bool) -> int:

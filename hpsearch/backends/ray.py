@@ -262,6 +262,7 @@ class RayBackend(Backend):
                 "data_collator": trainer.data_collator,
                 "processing_class": trainer.processing_class,
                 "args": trainer.args,
+                "compute_metrics": trainer.compute_metrics,
                 "best_model": trainer.best_model,
             },
             space=job.space,
