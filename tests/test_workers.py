@@ -177,3 +177,31 @@ def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
     done = subprocess.run(command, cwd=tmp_path, env=cli_env(GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=180)
     assert done.returncode != 0
     assert "workers=2: torchrun already runs one process per device" in done.stderr
+
+
+def test_rerun_after_killing_the_whole_command_retrains_its_orphaned_trials(tmp_path: Path) -> None:
+    """kill -9 of the launcher and its workers leaves RUNNING trials in the journal file, which has no heartbeat:
+    the rerun fails those of dead processes on this machine and trains the search to n_trials, without waiting."""
+    args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "workers=2", "n_trials=4", "study_name=orphans",
+            "data.train_size=400", "training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'first'}"]
+    launcher = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            if any(t.state.name == "RUNNING" and "worker_pid" in t.user_attrs for t in _study(tmp_path, "orphans").trials):
+                break
+        except (KeyError, FileNotFoundError, ValueError):
+            continue
+    os.killpg(launcher.pid, signal.SIGKILL)  # the whole command: nobody is left to fail the trials
+    launcher.wait()
+    assert "RUNNING" in [t.state.name for t in _study(tmp_path, "orphans").trials]
+
+    args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
+    started = time.monotonic()
+    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    states = [t.state.name for t in _study(tmp_path, "orphans").trials]
+    assert states.count("COMPLETE") == 4 and "RUNNING" not in states
+    assert time.monotonic() - started < 150  # no wait for backend.wait_s (300 s by default)
