@@ -3,8 +3,9 @@
 The launching process gives each worker its devices, starts them, shows one progress display over the
 whole search (read back from the backend's own store), and writes the results files once they are done.
 Each worker loads the libraries, the tokenised data and the tokenizer once, then trains trial after trial
-through the shared trial loop, claiming each trial from a ``TrialBudget`` first, so that the workers together
-train no more than ``n_trials``. A worker that crashes or is killed does not stop the others; its trial is
+through the shared trial loop, claiming each trial first (from a ``TrialBudget``, or from the backend's store
+where it is the budget itself, as an optuna study is), so that the workers together train no more than
+``n_trials``. A worker that crashes or is killed does not stop the others; its trial is
 recorded as failed.
 
 Devices: with GPUs, each worker sees one GPU (``CUDA_VISIBLE_DEVICES``), round-robin, and

@@ -71,9 +71,12 @@ def test_budget_is_shared_and_failed_trials_are_given_back(tmp_path: Path) -> No
 
 
 def test_optuna_default_storage(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    done = cli(*TWO_WORKERS)
+    done = cli(*TWO_WORKERS, "save_best_model=true")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_shared_search(tmp_path / "run", 4)
+    # Whichever worker trained the best trial saved its model; the other worker's offers did not replace it.
+    kept = json.loads((tmp_path / "run" / "best_model" / "hpsearch_best.json").read_text())
+    assert kept["values"] == [json.loads((tmp_path / "run" / "best.json").read_text())["objective"]]
     assert "4/4" in done.stderr  # one progress display over the whole search
     assert (tmp_path / ".hpsearch" / "smoke.log").is_file()  # optuna's journal file: safe for parallel writers
 
