@@ -23,8 +23,8 @@ from pathlib import Path
 
 SEARCHES = {  # name: the backend overrides
     "none": ["backend.pruner=none"],
-    "median": ["backend.pruner=median", "backend.pruner_kwargs={n_startup_trials: 3, n_warmup_steps: 10}"],
-    "hyperband": ["backend.pruner=hyperband", "backend.pruner_kwargs={min_resource: 10, reduction_factor: 3}"],
+    "median": ["backend.pruner=median", "++backend.pruner_kwargs={n_startup_trials: 3, n_warmup_steps: 10}"],
+    "hyperband": ["backend.pruner=hyperband", "++backend.pruner_kwargs={min_resource: 10, reduction_factor: 3}"],
 }
 
 
