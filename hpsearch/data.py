@@ -2,8 +2,8 @@
 pairs, read and tokenised once.
 
 ``data.source`` is a ``pkg:`` location, a local csv/tsv/json/jsonl/parquet file (compressed or not), a mapping of
-split names to such files (``{train: train.csv, validation: dev.csv}``), or a hub dataset name with an optional
-configuration (``data.subset=rte``). ``data.text_column`` names one column, or two for text pairs. The label
+split names to such files (``{train: train.csv, validation: dev.csv}``), or a hub dataset name (or a dataset
+folder laid out like one) with an optional configuration (``data.subset=rte``). ``data.text_column`` names one column, or two for text pairs. The label
 column decides the task: strings or integers 0..N-1 are classes (strings numbered in sorted order), floats are
 a regression target (one model output, transformers' regression problem type). Any other task comes from
 ``data._target_`` (``hpsearch.task``).
@@ -56,7 +56,7 @@ def _load_raw(source: Any, subset: str | None) -> DatasetDict:
         return _load_files({str(split): _data_file(str(path), f"data.source.{split}") for split, path in source.items()})
     location = resolve_location(str(source), "data.source")
     path = Path(location).expanduser()
-    if _file_builder(path) is None and not path.exists():
+    if path.is_dir() or (_file_builder(path) is None and not path.exists()):  # a hub dataset or a dataset folder
         try:
             return load_dataset(location, subset)
         except Exception as error:  # noqa: BLE001 - any hub failure becomes one line

@@ -44,6 +44,20 @@ def test_separate_train_and_validation_files_are_read_as_given(tmp_path: Path) -
         row["sentiment"] for row in sorted(reviews(12, offset=1000), key=lambda r: data.eval["review"].index(r["review"]))]
 
 
+def test_a_dataset_configuration_is_chosen_by_data_subset(tmp_path: Path) -> None:
+    """A dataset with configurations, as on the hub (``glue`` / ``rte``): a local dataset folder whose README
+    declares them, loaded through the same ``datasets.load_dataset(name, subset)`` call."""
+    for name, count in (("rte", 30), ("mrpc", 20)):
+        (tmp_path / "glue" / name).mkdir(parents=True)
+        pd.DataFrame(reviews(count, offset=100 * count)).to_csv(tmp_path / "glue" / name / "train.csv", index=False)
+    (tmp_path / "glue" / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train.csv\n" for name in ("rte", "mrpc")) + "---\n")
+    data = read_data(config(str(tmp_path / "glue"), subset="mrpc", eval_size=5), seed=0)
+    assert len(data.train) + len(data.eval) == 20 and all(text.startswith("review 20") for text in data.train["review"])
+    with pytest.raises(Exception, match=r"data.source: cannot load hub dataset .* \(qnli\)"):
+        read_data(config(str(tmp_path / "glue"), subset="qnli"), seed=0)
+
+
 def test_size_limits_stay_stratified(tmp_path: Path) -> None:
     rows = [{"review": f"r {i}", "sentiment": "pos" if i % 4 == 0 else "neg"} for i in range(200)]  # a quarter pos
     pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
