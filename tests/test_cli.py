@@ -150,12 +150,13 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
 
 def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=5", "study_name=interrupt", "data.train_size=400",
-            "training.num_train_epochs=2", f"hydra.run.dir={tmp_path / 'first'}"]
+            "training.num_train_epochs=4", f"hydra.run.dir={tmp_path / 'first'}"]  # trials of seconds: Ctrl-C lands mid-search
     db = tmp_path / ".hpsearch" / "interrupt.log"
     first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while _finished(db) < 1 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
+    assert first.poll() is None, "the search ended before it could be interrupted"
     first.send_signal(signal.SIGINT)
     _, stderr = first.communicate(timeout=60)
     assert first.returncode == 130

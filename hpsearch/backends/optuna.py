@@ -407,18 +407,23 @@ class StudySource(TrialSource):
         return None
 
     def _fail_orphans(self) -> None:
-        """A running trial of a process on this machine that no longer exists (a killed command, on a storage
-        without heartbeats such as the journal file) can never finish: fail it, so that it is trained again."""
+        """A running trial of a process on this machine that no longer exists (a killed command; on a storage
+        without heartbeats such as the journal file, or before its first heartbeat) can never finish: fail it,
+        and where the storage retries stale trials, queue it again."""
         import optuna
 
-        host = socket.gethostname()
+        storage, host = self.study._storage, socket.gethostname()
+        retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             pid = trial.user_attrs.get(WORKER_PID)
             if trial.user_attrs.get(WORKER_HOST) == host and isinstance(pid, int) and not _process_exists(pid):
                 try:
-                    self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+                    failed = storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
                 except optuna.exceptions.UpdateFinishedTrialError:
-                    pass  # another process failed it first
+                    continue  # another process failed it first
+                if failed and retry is not None:  # as for a stale heartbeat: queue the same hyperparameters again
+                    with _experimental_quiet():
+                        retry(self.study, storage.get_trial(trial._trial_id))
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         """Two processes asked for the last trial at the same moment: the one with the higher number (the
