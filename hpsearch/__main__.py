@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ def _task(cfg: DictConfig) -> None:
         shutil.rmtree(cfg.run_dir, ignore_errors=True)  # Hydra's scratch run directory: nothing goes there
     redact_hydra_dir(Path(cfg.run_dir) / ".hydra")
     cfg.study_name = multirun_study_name(cfg)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         run(cfg)
     except HPSearchError as error:
@@ -47,6 +49,13 @@ def multirun_study_name(cfg: DictConfig) -> str:
     if hydra_cfg.mode != RunMode.MULTIRUN or any(o.lstrip("+").startswith("study_name=") for o in hydra_cfg.overrides.task):
         return str(cfg.study_name)
     return f"{cfg.study_name}-{hydra_cfg.job.override_dirname}".replace("/", "_")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    from hpsearch.loop import INTERRUPTED
+
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
 
 
 def _is_follower() -> bool:

@@ -11,6 +11,7 @@ such as ``tracking=wandb``), whoever drives the trials:
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from hpsearch.workers import TrialBudget
 
 Train = Callable[[Any, dict[str, Any]], TrialOutcome]
+# Set by ``python -m hpsearch``'s Ctrl-C handler. A KeyboardInterrupt raised while Python runs a finalizer (the
+# garbage collected after each trial) is printed and dropped; each trial start checks this flag again.
+INTERRUPTED = threading.Event()
 Listener = Callable[[TrialOutcome], None]
 
 

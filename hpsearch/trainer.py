@@ -20,6 +20,7 @@ from transformers import Trainer
 from hpsearch.best_model import BestModelKeeper
 from hpsearch.distributed import Coordinator
 from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, TrialFailed, first_line
+from hpsearch.loop import INTERRUPTED
 from hpsearch.model import ModelInit
 from hpsearch.model_metrics import MODEL_METRICS
 from hpsearch.objective import Objectives
@@ -104,6 +105,8 @@ class SearchTrainer(Trainer):
                 raise
             except Exception as error:
                 raise ConfigError(f"model.model_init: building the model failed ({type(error).__name__}: {first_line(error)})") from None
+        if INTERRUPTED.is_set():  # a Ctrl-C that a finalizer swallowed: stop before the next trial
+            raise KeyboardInterrupt
         # transformers calls model_init before _hp_search_setup, so assign here first.
         if isinstance(trial, Assigned):
             self._current_params = dict(trial)
