@@ -109,7 +109,7 @@ def read_study(storage: str, study_name: str) -> Search:
     """An optuna study, whichever program wrote it (hpsearch names its objectives with ``set_metric_names``)."""
     import optuna
 
-    from hpsearch.backends.optuna import open_storage, trial_metrics
+    from hpsearch.backends.optuna import open_storage, trial_record
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if Path(storage).is_file():  # a journal file, hpsearch's default storage (<storage_dir>/<study>.log)
@@ -126,19 +126,7 @@ def read_study(storage: str, study_name: str) -> Search:
     except KeyError:
         raise ConfigError(f"compare --study: no study {study_name!r} in {storage}") from None
     names = study.metric_names or (["objective"] if len(study.directions) == 1 else [f"objective{i}" for i in range(len(study.directions))])
-    trials = [
-        TrialRecord(
-            number=trial.number,
-            state=trial.state.name if trial.state.name in TrialState.__members__ else TrialState.RUNNING,
-            values=list(trial.values) if trial.values is not None else None,
-            params=dict(trial.params),
-            metrics=trial_metrics(trial),
-            duration_s=trial.duration.total_seconds() if trial.duration else None,
-            finished_at=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
-        )
-        for trial in study.get_trials(deepcopy=False)
-        if trial.state.name != "WAITING"
-    ]
+    trials = [trial_record(trial, dict(trial.params)) for trial in study.get_trials(deepcopy=False) if trial.state.name != "WAITING"]
     distributions = {name: dist for trial in study.get_trials(deepcopy=False) for name, dist in trial.distributions.items()}
     return Search(
         label=study_name,

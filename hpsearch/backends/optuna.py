@@ -296,15 +296,7 @@ class OptunaBackend(Backend):
         fixed = {param.name: param.value for param in job.space if isinstance(param, FixedParam)}
         trials = [trial for trial in study.get_trials(deepcopy=False) if not trial.system_attrs.get(SURPLUS)]
         return [
-            TrialRecord(
-                number=trial.number,
-                state=TrialState(trial.state.name),
-                values=list(trial.values) if trial.values is not None else None,
-                params=_ordered({**fixed, **trial.params}, job.space.names),
-                metrics=trial_metrics(trial),
-                duration_s=trial.duration.total_seconds() if trial.duration else None,
-                finished_at=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
-            )
+            trial_record(trial, _ordered({**fixed, **trial.params}, job.space.names))
             for trial in trials
         ]
 
@@ -536,6 +528,20 @@ def _store_or_stop(trial: optuna.Trial, outcome: TrialOutcome, job: SearchJob) -
     _store(trial, outcome)
     if job.loop.stopped:
         trial.study.stop()
+
+
+def trial_record(trial: optuna.trial.FrozenTrial, params: dict[str, Any]) -> TrialRecord:
+    """One optuna trial as hpsearch records it; a queued (WAITING) retry counts as running."""
+    state = trial.state.name if trial.state.name in TrialState.__members__ else TrialState.RUNNING
+    return TrialRecord(
+        number=trial.number,
+        state=state,
+        values=list(trial.values) if trial.values is not None else None,
+        params=params,
+        metrics=trial_metrics(trial),
+        duration_s=trial.duration.total_seconds() if trial.duration else None,
+        finished_at=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
+    )
 
 
 def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
