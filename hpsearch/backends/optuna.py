@@ -71,6 +71,7 @@ NOT_METRICS = (WORKER_PID, WORKER_HOST)  # numeric user attributes that are not 
 WAIT_POLL_S = 2.0  # how often a process with nothing to take looks at the study again
 SURPLUS = "hpsearch:surplus"  # system attribute of a trial asked for when the budget was already taken
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
+SCHEMA_RACE_ATTEMPTS = 5  # opening a database that other processes are initialising at the same moment
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
 
 
@@ -133,7 +134,6 @@ def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePru
 def open_storage(url: str, settings: Mapping[str, Any] | None = None) -> optuna.storages.BaseStorage:
     """A database storage, with optuna's heartbeat and retry of stale trials as ``settings`` ask; or a client of
     optuna's gRPC storage proxy for ``grpc://HOST:PORT``."""
-    import optuna
     import sqlalchemy.exc
 
     if url.startswith("grpc://"):
@@ -148,8 +148,7 @@ def open_storage(url: str, settings: Mapping[str, Any] | None = None) -> optuna.
         }
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
     try:
-        with _experimental_quiet():
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        return _rdb_storage(url, engine_kwargs, heartbeat)
     except ImportError:
         raise MissingPackageError(f"storage={redact_url(url)}", "psycopg[binary]", "postgres") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
@@ -157,6 +156,24 @@ def open_storage(url: str, settings: Mapping[str, Any] | None = None) -> optuna.
             f"storage: cannot open {redact_url(url)} ({type(error).__name__}: {first_line(error)}); "
             "check the URL, the server and its driver"
         ) from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: dict[str, Any]) -> optuna.storages.RDBStorage:
+    import optuna
+    import sqlalchemy.exc
+
+    attempt = 1
+    while True:
+        try:
+            with _experimental_quiet():
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Processes that start together on an empty database race to create optuna's tables: the loser's
+            # CREATE fails on what the winner just made, and opening again finds the schema complete.
+            if attempt == SCHEMA_RACE_ATTEMPTS:
+                raise
+            time.sleep(0.5 * attempt)
+            attempt += 1
 
 
 def open_grpc_proxy(url: str) -> optuna.storages.BaseStorage:
