@@ -124,6 +124,7 @@ def _finished(journal: Path) -> int:
     return sum(trial.state.name in ("COMPLETE", "PRUNED") for trial in study.trials)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=6", "study_name=resume", "data.train_size=400",
             "training.num_train_epochs=2", f"hydra.run.dir={tmp_path / 'first'}"]
@@ -148,6 +149,7 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
     assert all(state == "COMPLETE" for state in states[:finished_before])
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=5", "study_name=interrupt", "data.train_size=400",
             "training.num_train_epochs=4", f"hydra.run.dir={tmp_path / 'first'}"]  # trials of seconds: Ctrl-C lands mid-search

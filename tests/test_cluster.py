@@ -55,6 +55,7 @@ def assert_complete_study(study: str, n_trials: int) -> list[Any]:
     return finished
 
 
+@pytest.mark.slow
 def test_two_commands_share_one_study(tmp_path: Path) -> None:
     study = f"machines-{uuid.uuid4().hex[:8]}"
     commands = [start(command(study, tmp_path / name, "n_trials=6", *LONG_TRIALS[:1]), tmp_path) for name in ("a", "b")]
@@ -68,6 +69,7 @@ def test_two_commands_share_one_study(tmp_path: Path) -> None:
     assert max(len(finished_rows(tmp_path / name)) for name in ("a", "b")) == 6
 
 
+@pytest.mark.slow
 def test_killed_command_trial_is_retried_by_the_survivor(tmp_path: Path) -> None:
     study = f"preempted-{uuid.uuid4().hex[:8]}"
     heartbeat = ["backend.heartbeat_interval_s=1", "backend.grace_period_s=3", "backend.wait_s=60", "n_trials=5", *LONG_TRIALS]
@@ -109,6 +111,7 @@ def _loopback(ip: str) -> bool:
     return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
+@pytest.mark.slow
 def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
     import psutil
 
@@ -136,6 +139,7 @@ def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
     assert len(finished_rows(run_dir)) == 4
 
 
+@pytest.mark.slow
 def test_submitit_local_job_array_shares_one_study(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     study = f"array-{uuid.uuid4().hex[:8]}"

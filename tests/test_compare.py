@@ -30,6 +30,7 @@ def search(cli: CLI, tmp_path: Path, name: str, *overrides: str) -> Path:
     return tmp_path / name
 
 
+@pytest.mark.slow
 def test_compare_runs_of_three_backends(cli: CLI, tmp_path: Path) -> None:
     pytest.importorskip("sigoptlite")
     runs = [search(cli, tmp_path, "tpe"), search(cli, tmp_path, "ray", "backend=ray"),
@@ -62,6 +63,7 @@ def test_compare_an_optuna_study_by_its_storage(cli: CLI, tmp_path: Path) -> Non
     assert float(row["best eval_loss"]) == json.loads((tmp_path / "stored" / "best.json").read_text())["objective"]
 
 
+@pytest.mark.slow
 def test_compare_bad_inputs_are_one_line(cli: CLI, tmp_path: Path) -> None:
     loss = search(cli, tmp_path, "loss", "n_trials=1")
     accuracy = search(cli, tmp_path, "accuracy", "n_trials=1", "objective=accuracy")
@@ -80,6 +82,7 @@ def test_compare_bad_inputs_are_one_line(cli: CLI, tmp_path: Path) -> None:
         assert line.startswith("hpsearch compare: error: ") and message in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sweep", [["backend=optuna,ray"], ["backend.sampler=tpe,random"]], ids=["backends", "samplers"])
 def test_multirun_searches_are_compared_in_one_command(tmp_path: Path, sweep: list[str]) -> None:
     done = subprocess.run(
@@ -108,6 +111,7 @@ def test_rerunning_a_finished_study_says_so(cli: CLI, tmp_path: Path) -> None:
     assert len(list(csv.DictReader((tmp_path / "again" / "trials.csv").open()))) == 2  # results still written
 
 
+@pytest.mark.slow
 def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path) -> None:
     """``--wandb``: wandb-workspaces builds the report and sends it to the W&B stand-in, which keeps the spec."""
     pytest.importorskip("wandb_workspaces")

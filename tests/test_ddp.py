@@ -66,6 +66,7 @@ def test_plain_search(tmp_path: Path) -> None:
     assert not any(p.name.startswith("run") and p != tmp_path / "run" for p in tmp_path.iterdir())  # rank 1 wrote no run dir
 
 
+@pytest.mark.slow
 def test_pruning(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke_prune")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -95,6 +96,7 @@ def test_exception_on_one_rank_ends_the_job_quickly(tmp_path: Path) -> None:
     assert "training.ddp_timeout" in done.stderr or "injected failure on rank 1" in done.stderr
 
 
+@pytest.mark.slow
 def test_multi_objective_search(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke_pareto", "n_trials=3", "data.train_size=300")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -102,6 +104,7 @@ def test_multi_objective_search(tmp_path: Path) -> None:
     assert_ranks_agree(tmp_path / "run", 3)
 
 
+@pytest.mark.slow
 def test_resumed_study_runs_only_the_missing_trials_on_every_rank(tmp_path: Path) -> None:
     assert torchrun(tmp_path, "experiment=smoke", "n_trials=2", name="first").returncode == 0
     done = torchrun(tmp_path, "experiment=smoke", "n_trials=4", name="second")
@@ -129,6 +132,7 @@ def test_wandb_via_its_stand_in(tmp_path: Path) -> None:
     assert len([row for row in trials(tmp_path / "run") if row["state"] == "COMPLETE"]) == 2
 
 
+@pytest.mark.slow
 def test_objectives_match_between_world_size_one_and_two(tmp_path: Path) -> None:
     """With training frozen (learning rate 0), the objective is pure evaluation, which must not depend on
     the world size; transformers' default scales eval_loss by it."""
@@ -162,6 +166,7 @@ def _study_states(journal: Path) -> list[str]:
     return [trial.state.name for trial in study.trials]
 
 
+@pytest.mark.slow
 def test_rank_failure_mid_trial_with_restarts_fails_that_trial_and_the_search_goes_on(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke", "n_trials=3", *MID_TRIAL_FAILURE, restarts=1)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -64,6 +64,7 @@ def _check_front(run_dir: Path, objectives: list[tuple[str, str]]) -> list[dict]
 ACCURACY_VS_SIZE = [("eval_accuracy", "maximize"), ("model_num_parameters", "minimize")]
 
 
+@pytest.mark.slow
 def test_optuna_nsga2_pareto_search(make_config: Callable[..., DictConfig]) -> None:
     cfg = make_config("experiment=smoke_pareto")
     result = run(cfg)
@@ -108,6 +109,7 @@ def test_sigoptlite_front_matches_the_non_dominated_observations(
     _check_front(Path(cfg.run_dir), ACCURACY_VS_SIZE)
 
 
+@pytest.mark.slow
 def test_ray_optuna_search_with_two_metrics(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli("experiment=smoke_pareto", "backend=ray", "backend.search_alg=optuna", "n_trials=4", "data.train_size=300")
     assert done.returncode == 0, done.stderr[-3000:]

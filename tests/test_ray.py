@@ -50,6 +50,7 @@ def test_fixed_maps_to_its_value() -> None:
     assert domain(parse_param("p", {"type": "fixed", "value": 3})) == 3
 
 
+@pytest.mark.slow
 def test_smoke_search_on_a_local_ray_runtime(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli("experiment=smoke", "backend=ray", "n_trials=3", HOME=str(tmp_path / "home"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -60,6 +61,7 @@ def test_smoke_search_on_a_local_ray_runtime(cli: Callable[..., subprocess.Compl
     assert (tmp_path / "run" / "best.json").is_file()
 
 
+@pytest.mark.slow
 def test_joins_an_existing_ray_cluster(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     ray_cli = str(Path(sys.executable).parent / "ray")
     with socket.socket() as probe:
@@ -79,6 +81,7 @@ def test_joins_an_existing_ray_cluster(cli: Callable[..., subprocess.CompletedPr
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=local)
 
 
+@pytest.mark.slow
 def test_asha_stops_weak_trials_early(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli(
         "experiment=smoke", "backend=ray", "n_trials=4", "backend.scheduler=asha", "training.eval_strategy=steps",
@@ -105,6 +108,7 @@ def test_more_gpu_than_the_runtime_has_is_an_error_not_a_hang(cli: Callable[...,
     assert "backend.resources_per_trial.gpu=0.5: the Ray runtime has only 0" in done.stderr
 
 
+@pytest.mark.slow
 def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -131,6 +135,7 @@ def _ray_trial_results(experiment: Path) -> dict[str, bool]:
     return finished
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path) -> None:
     import time
 
@@ -160,6 +165,7 @@ def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path
     assert done_before <= {trial for trial, done in trials_after.items() if done}
 
 
+@pytest.mark.slow
 def test_local_runtime_keeps_its_files_private_and_needs_a_token_beyond_loopback(tmp_path: Path) -> None:
     """Ray's servers listen on every interface, so the local runtime must run with token authentication, even
     where the environment turned it off; its session files go to a private temp folder, removed afterwards."""

@@ -109,7 +109,7 @@ def test_tiny_bert_with_one_label_is_a_regression_model() -> None:
     assert model.classifier.out_features == 1 and model.num_labels == 1
 
 
-@pytest.mark.parametrize("backend", ["optuna", "ray"])
+@pytest.mark.parametrize("backend", ["optuna", pytest.param("ray", marks=pytest.mark.slow)])
 def test_lm_smoke_runs_through_any_backend(cli: CLI, tmp_path: Path, backend: str) -> None:
     done = cli("experiment=lm_smoke", f"backend={backend}", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -75,6 +75,7 @@ def test_sweep_runs_one_wandb_run_per_trial_and_reads_results_back(
     assert _tags(tmp_path / "run" / "wandb")[best_run] == ["best", "smoke"]
 
 
+@pytest.mark.slow
 def test_rerun_joins_the_same_sweep(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
@@ -86,6 +87,7 @@ def test_rerun_joins_the_same_sweep(
     assert len(list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))) == 3
 
 
+@pytest.mark.slow
 def test_grid_sweep_stops_when_the_grid_is_exhausted(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
@@ -113,6 +115,7 @@ def test_tracking_logs_optuna_trials_as_runs_and_tags_the_best(
     assert wandb_server.operations == []  # offline tracking never calls the server
 
 
+@pytest.mark.slow
 def test_tracking_logs_ray_trials_from_the_driver(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli("experiment=smoke", "backend=ray", "tracking=wandb", "n_trials=2", WANDB_MODE="offline", WANDB_SILENT="true")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -158,6 +161,7 @@ def test_no_secret_reaches_the_wandb_run_files(
     assert b"postgresql://bob:***@127.0.0.1:9/studies" in files  # the command line is recorded, masked
 
 
+@pytest.mark.slow
 def test_offline_search_resumes_from_a_new_run_directory(
     tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
@@ -200,6 +204,7 @@ def test_remembered_sweep_unknown_to_the_server_says_where_it_came_from(
     )
 
 
+@pytest.mark.slow
 def test_offline_sweep_without_a_server_runs_wandbs_engine_locally(tmp_path: Path) -> None:
     """WANDB_MODE=offline and no WANDB_BASE_URL: no network at all (here, any attempt to reach api.wandb.ai
     fails), suggestions from W&B's own engine in-process, and a second command resumes the same sweep."""

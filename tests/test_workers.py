@@ -81,6 +81,7 @@ def test_optuna_default_storage(cli: Callable[..., subprocess.CompletedProcess[s
     assert (tmp_path / ".hpsearch" / "smoke.log").is_file()  # optuna's journal file: safe for parallel writers
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not POSTGRES_URL, reason="set HPSEARCH_TEST_POSTGRES_URL (see .ci/postgres.sh)")
 def test_optuna_on_postgres(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli(*TWO_WORKERS, f"storage={POSTGRES_URL}", f"study_name=workers-{os.getpid()}-{time.time_ns()}")
@@ -116,6 +117,7 @@ def _study(tmp_path: Path, name: str):  # noqa: ANN202 - an optuna Study
     return optuna.load_study(study_name=name, storage=storage)
 
 
+@pytest.mark.slow
 def test_killed_worker_does_not_stop_the_other_and_its_trial_is_failed(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "workers=2", "n_trials=6", "study_name=kill",
             "data.train_size=400", "training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'first'}"]
@@ -162,6 +164,7 @@ def test_out_of_memory_trial_is_failed_and_the_worker_goes_on(cli: Callable[...,
     assert all("OutOfMemoryError" in row.get("error", "OutOfMemoryError") for row in failed)
 
 
+@pytest.mark.slow
 def test_worker_memory_stays_flat_over_twenty_trials(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli("experiment=smoke", "workers=2", "n_trials=20", "data.train_size=128", "data.eval_size=64", timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -182,6 +185,7 @@ def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
     assert "workers=2: torchrun already runs one process per device" in done.stderr
 
 
+@pytest.mark.slow
 def test_rerun_after_killing_the_whole_command_retrains_its_orphaned_trials(tmp_path: Path) -> None:
     """kill -9 of the launcher and its workers leaves RUNNING trials in the journal file, which has no heartbeat:
     the rerun fails those of dead processes on this machine and trains the search to n_trials, without waiting."""
