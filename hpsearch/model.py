@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import string
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,21 +39,44 @@ def pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
     """A lower-cased character-level WordPiece tokenizer built locally, for tests and smoke runs."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
     characters = string.ascii_lowercase + string.digits + string.punctuation
-    vocab_list = SPECIAL_TOKENS + list(characters) + [f"##{c}" for c in characters]
+    return _wordpiece(list(characters), [])
+
+
+def wordpiece_tokenizer(corpus: str, text_column: str | Sequence[str] = "text", vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+    """A lower-cased WordPiece tokenizer built locally from a csv corpus's text column(s) (no labels are read):
+    every character seen, and the most frequent words up to ``vocab_size``; other words split into characters.
+
+    The same corpus always gives the same ids, in every process. ``tokenizers``' own WordPiece trainer does
+    not: its ties fall differently in each process, so DDP ranks, workers and reruns would disagree on ids.
+    """
+    import pandas as pd
+    from tokenizers import normalizers, pre_tokenizers
+
+    columns = [text_column] if isinstance(text_column, str) else list(text_column)
+    frame = pd.read_csv(resolve_location(corpus, "model.tokenizer.corpus"), usecols=columns)
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True), pre_tokenizers.BertPreTokenizer()
+    counts = Counter(
+        word
+        for text in pd.concat([frame[column] for column in columns]).astype(str)
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+    )
+    characters = sorted({character for word in counts for character in word})
+    room = vocab_size - len(SPECIAL_TOKENS) - 2 * len(characters)
+    words = sorted((word for word in counts if len(word) > 1), key=lambda word: (-counts[word], word))
+    return _wordpiece(characters, words[: max(room, 0)])
+
+
+def _wordpiece(characters: Sequence[str], words: Sequence[str]) -> PreTrainedTokenizerFast:
+    """BERT-style WordPiece over a fixed vocabulary (special tokens, characters, ``##``characters, whole words),
+    with BERT's [CLS] ... [SEP] template."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab_list = [*SPECIAL_TOKENS, *characters, *(f"##{c}" for c in characters), *words]
     vocab = {token: index for index, token in enumerate(vocab_list)}
     backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    return _bert_tokenizer(backend)
-
-
-def _bert_tokenizer(backend: Any) -> PreTrainedTokenizerFast:
-    """Wrap a ``tokenizers`` WordPiece model with BERT's [CLS] ... [SEP] template."""
-    from tokenizers import processors
-
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -66,23 +90,6 @@ def _bert_tokenizer(backend: Any) -> PreTrainedTokenizerFast:
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
-
-
-def wordpiece_tokenizer(corpus: str, text_column: str | Sequence[str] = "text", vocab_size: int = 2000) -> PreTrainedTokenizerFast:
-    """A lower-cased WordPiece tokenizer trained locally on a csv corpus's text column(s) (no labels are read)."""
-    import pandas as pd
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    columns = [text_column] if isinstance(text_column, str) else list(text_column)
-    frame = pd.read_csv(resolve_location(corpus, "model.tokenizer.corpus"), usecols=columns)
-    texts = pd.concat([frame[column] for column in columns])
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.train_from_iterator(
-        texts.astype(str), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    )
-    return _bert_tokenizer(backend)
 
 
 def pretrained_classifier(
