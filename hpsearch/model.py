@@ -51,11 +51,10 @@ def wordpiece_tokenizer(corpus: str, text_column: str | Sequence[str] = "text", 
     not: its ties fall differently in each process, so DDP ranks, workers and reruns would disagree on ids.
     """
     import pandas as pd
-    from tokenizers import normalizers, pre_tokenizers
 
     columns = [text_column] if isinstance(text_column, str) else list(text_column)
     frame = pd.read_csv(resolve_location(corpus, "model.tokenizer.corpus"), usecols=columns)
-    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True), pre_tokenizers.BertPreTokenizer()
+    normalizer, pre_tokenizer = _bert_word_splitting()
     counts = Counter(
         word
         for text in pd.concat([frame[column] for column in columns]).astype(str)
@@ -70,13 +69,12 @@ def wordpiece_tokenizer(corpus: str, text_column: str | Sequence[str] = "text", 
 def _wordpiece(characters: Sequence[str], words: Sequence[str]) -> PreTrainedTokenizerFast:
     """BERT-style WordPiece over a fixed vocabulary (special tokens, characters, ``##``characters, whole words),
     with BERT's [CLS] ... [SEP] template."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, models, processors
 
     vocab_list = [*SPECIAL_TOKENS, *characters, *(f"##{c}" for c in characters), *words]
     vocab = {token: index for index, token in enumerate(vocab_list)}
     backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.normalizer, backend.pre_tokenizer = _bert_word_splitting()
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -90,6 +88,14 @@ def _wordpiece(characters: Sequence[str], words: Sequence[str]) -> PreTrainedTok
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
+
+
+def _bert_word_splitting() -> tuple[Any, Any]:
+    """BERT's lower-casing, accent stripping and split into words: one definition, so that the words a
+    vocabulary is counted from are the words the tokenizer later looks up."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    return normalizers.BertNormalizer(lowercase=True, strip_accents=True), pre_tokenizers.BertPreTokenizer()
 
 
 def pretrained_classifier(
