@@ -6,10 +6,11 @@ evaluates every ``--eval-steps`` steps; a pruned trial stops at its last evaluat
 the same hyperparameters in the same order in all three, so the searches differ only in what they stop.
 
 It reports each search's best accuracy and total training steps (a completed trial trains every step; a
-pruned one up to the evaluation that stopped it), their ratios to the unpruned search, and runs
+pruned one up to the evaluation that stopped it), their ratios to the unpruned search, how many trials
+evaluated exactly as the unpruned search's same trial (a check that training is reproducible), and runs
 ``hpsearch compare`` over the three run directories. Usage::
 
-    python bench/pruning.py [--trials 12] [--out bench-pruning]
+    python bench/pruning.py [--trials 16] [--epochs 2] [--out bench-pruning]
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 
 SEARCHES = {  # name: the backend overrides
     "none": ["backend.pruner=none"],
-    "median": ["backend.pruner=median", "++backend.pruner_kwargs={n_startup_trials: 3, n_warmup_steps: 10}"],
+    # Warm up past step 10: in 1-epoch pilot runs nearly every trial still predicted the majority class there.
+    "median": ["backend.pruner=median", "++backend.pruner_kwargs={n_startup_trials: 4, n_warmup_steps: 20}"],
     "hyperband": ["backend.pruner=hyperband", "++backend.pruner_kwargs={min_resource: 10, reduction_factor: 3}"],
 }
 
@@ -40,21 +42,29 @@ def run_search(name: str, args: argparse.Namespace, out: Path) -> Path:
     return run_dir
 
 
-def training_steps(name: str, out: Path, steps_per_trial: int) -> int:
-    """Every step a completed trial trains; a pruned trial's steps up to its last evaluation."""
+def load_trials(name: str, out: Path) -> list:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     storage = JournalStorage(JournalFileBackend(str(out / "studies" / f"pruning-{name}.log")))
-    study = optuna.load_study(study_name=f"pruning-{name}", storage=storage)
-    total = 0
-    for trial in study.trials:
-        if trial.state == optuna.trial.TrialState.COMPLETE:
-            total += steps_per_trial
-        elif trial.state == optuna.trial.TrialState.PRUNED:
-            total += max(trial.intermediate_values)
-    return total
+    return optuna.load_study(study_name=f"pruning-{name}", storage=storage).trials
+
+
+def training_steps(trials: list, steps_per_trial: int) -> int:
+    """Every step a completed trial trains; a pruned trial's steps up to its last evaluation."""
+    from optuna.trial import TrialState
+
+    return sum(steps_per_trial if trial.state == TrialState.COMPLETE else max(trial.intermediate_values)
+               for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def matching_trials(trials: list, unpruned: list) -> int:
+    """Trials whose every evaluation equals the unpruned search's same trial at the same step: the searches
+    differ only in what they stop when training is reproducible."""
+    curves = {trial.number: trial.intermediate_values for trial in unpruned}
+    return sum(all(curves.get(trial.number, {}).get(step) == value for step, value in trial.intermediate_values.items())
+               for trial in trials)
 
 
 def best_accuracy(run_dir: Path) -> float:
@@ -64,10 +74,10 @@ def best_accuracy(run_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--train-size", type=int, default=1500)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32, help="the demo's training.per_device_train_batch_size")
     parser.add_argument("--out", type=Path, default=Path("bench-pruning"))
@@ -75,11 +85,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     steps_per_trial = math.ceil(args.train_size / args.batch_size) * args.epochs
     runs = {name: run_search(name, args, args.out) for name in SEARCHES}
-    results = {name: (best_accuracy(run), training_steps(name, args.out, steps_per_trial)) for name, run in runs.items()}
-    base_accuracy, base_steps = results["none"]
-    print(f"\n{'pruner':<10} {'best accuracy':>13} {'vs none (points)':>16} {'training steps':>14} {'share of none':>13}")
-    for name, (accuracy, steps) in results.items():
-        print(f"{name:<10} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} {steps:>14} {steps / base_steps:>13.2f}")
+    trials = {name: load_trials(name, args.out) for name in runs}
+    base_accuracy = best_accuracy(runs["none"])
+    base_steps = training_steps(trials["none"], steps_per_trial)
+    print(f"\n{'pruner':<10} {'best accuracy':>13} {'vs none (points)':>16} {'training steps':>14} {'share of none':>13} {'curves as none':>14}")
+    for name, run in runs.items():
+        accuracy, steps = best_accuracy(run), training_steps(trials[name], steps_per_trial)
+        matching = f"{matching_trials(trials[name], trials['none'])}/{len(trials[name])}"
+        print(f"{name:<10} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} {steps:>14} {steps / base_steps:>13.2f} {matching:>14}")
     subprocess.run([sys.executable, "-m", "hpsearch.compare", *map(str, runs.values()), "--out", str(args.out / "compare")], check=True)
 
 
