@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,29 @@ MISSING = [
     (["backend=sigopt"], "sigopt", "backend=sigopt needs the package 'sigopt', which is not installed; fix: pip install 'hpsearch[sigopt]'"),
     (["tracking=wandb"], "wandb", "tracking=wandb needs the package 'wandb', which is not installed; fix: pip install 'hpsearch[wandb]'"),
 ]
+
+
+SWEEPS = [  # (a multirun override, the unknown option it names, or None when every option exists)
+    ("backend=optuna,ray", None),
+    ("backend=choice(optuna,sigopt)", None),
+    ("experiment=smoke,smoke_prune", None),
+    ("backend=optuna,nope", "backend: unknown backend 'nope'; choose one of ['optuna', 'ray', 'sigopt', 'wandb']"),
+    ("backend=choice(wandb,rayy)", "backend: unknown backend 'rayy'"),
+    ("backend=range(1,3)", "backend: unknown backend '1'"),
+    ("model=glob(tiny_*)", None),  # neither a list nor a range: Hydra resolves it
+]
+
+
+@pytest.mark.parametrize(("override", "message"), SWEEPS, ids=[override for override, _ in SWEEPS])
+def test_sweep_values_are_checked_one_by_one(override: str, message: str | None) -> None:
+    from hpsearch.config import check_group_choices
+    from hpsearch.errors import ConfigError
+
+    if message is None:
+        check_group_choices([override, "seed=1,2"])
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_group_choices([override])
 
 
 @pytest.mark.parametrize(("overrides", "module", "message"), MISSING, ids=[m[0][0] for m in MISSING])
