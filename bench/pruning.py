@@ -84,41 +84,41 @@ def matching_trials(trials: list, unpruned: list) -> int:
                for trial in trials)
 
 
-def replay(pruner: str, options: dict, unpruned: list, steps_per_trial: int) -> tuple[float, int, int]:
-    """(best accuracy, training steps, completed trials) of the unpruned trials' curves fed to ``pruner``
-    in trial order, in a study of the real search's name (hyperband assigns brackets by name and number)."""
+def replay(pruner: str, options: dict, unpruned: list) -> list:
+    """The unpruned trials' curves fed to ``pruner`` in trial order, in a study of the real search's name
+    (hyperband assigns brackets by name and number): the trials as that search would have ended them."""
     import optuna
     from optuna.trial import TrialState
 
     from hpsearch.backends.optuna import make_pruner
 
     study = optuna.create_study(study_name=f"pruning-{pruner}", direction="maximize", pruner=make_pruner(pruner, options))
-    best, steps, completed = -math.inf, 0, 0
     for original in unpruned:
         trial = study.ask()
         for step in sorted(original.intermediate_values):
             trial.report(original.intermediate_values[step], step)
             if trial.should_prune():
                 study.tell(trial, state=TrialState.PRUNED)
-                steps += step
                 break
         else:
             study.tell(trial, original.value)
-            best, steps, completed = max(best, original.value), steps + steps_per_trial, completed + 1
-    return best, steps, completed
+    return study.trials
 
 
 def print_replays(unpruned: list, steps_per_trial: int) -> None:
     import optuna
+    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     base_accuracy = max(trial.value for trial in unpruned)
-    base_steps = steps_per_trial * len(unpruned)
+    base_steps = training_steps(unpruned, steps_per_trial)
     print(f"{'pruner':<10} {'options':<44} {'best accuracy':>13} {'vs none (points)':>16} {'share of none':>13} {'complete':>8}")
     for pruner, options in REPLAYED:
-        accuracy, steps, completed = replay(pruner, options, unpruned, steps_per_trial)
+        replayed = replay(pruner, options, unpruned)
+        completed = [trial.value for trial in replayed if trial.state == TrialState.COMPLETE]
+        accuracy, steps = max(completed), training_steps(replayed, steps_per_trial)
         print(f"{pruner:<10} {str(options):<44} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} "
-              f"{steps / base_steps:>13.2f} {completed:>8}")
+              f"{steps / base_steps:>13.2f} {len(completed):>8}")
 
 
 def best_accuracy(run_dir: Path) -> float:
