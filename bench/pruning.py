@@ -9,20 +9,19 @@ It reports each search's best accuracy and total training steps (a completed tri
 pruned one up to the evaluation that stopped it), their ratios to the unpruned search, how many trials
 evaluated exactly as the unpruned search's same trial (a check that training is reproducible), and runs
 ``hpsearch compare`` over the three run directories. ``--replay`` runs no search: it feeds the learning
-curves of the unpruned search already in ``--out`` through optuna's pruners at the settings in ``REPLAYED``,
-trial by trial in the same order, and prints what each would have kept and trained. That is exact where
-training is reproducible (the ``curves as none`` column), and it is how the settings in ``SEARCHES`` were
-chosen. Usage::
+curves of the unpruned searches already in the given directories (default ``--out``), one after another as
+one search, through optuna's pruners at the settings in ``REPLAYED``, trial by trial in the same order, and
+prints what each would have kept and trained. That is exact where training is reproducible (the ``curves as
+none`` column); it is how the settings in ``SEARCHES`` and the default ``--trials`` were chosen. Usage::
 
-    python bench/pruning.py [--trials 16] [--epochs 2] [--seed 7] [--out bench-pruning]
-    python bench/pruning.py --replay [--seed 42] [--out bench-pruning-42]
+    python bench/pruning.py [--trials 32] [--epochs 2] [--seed 3] [--out bench-pruning]
+    python bench/pruning.py --replay bench-pruning-42 [bench-pruning-7 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 SEARCHES = {  # name: the backend overrides
     "none": ["backend.pruner=none"],
     # Both pruners' settings were chosen on the learning curves of an unpruned seed-42 search (16 trials,
-    # 2 epochs), replayed through optuna's own pruners; the README's table is a fresh search, seed 7.
+    # 2 epochs), replayed through optuna's own pruners; the README's table is a fresh search, seed 3.
     # Pruning from the first evaluation on: a trial still at the majority class at step 10 while the
     # median has left it did not become a good one; waiting until step 20 costs 47% of the steps instead of 34%.
     "median": ["backend.pruner=median", "++backend.pruner_kwargs={n_startup_trials: 4, n_warmup_steps: 10}"],
@@ -68,12 +67,12 @@ def load_trials(name: str, out: Path) -> list:
     return optuna.load_study(study_name=f"pruning-{name}", storage=storage).trials
 
 
-def training_steps(trials: list, steps_per_trial: int) -> int:
-    """Every step a completed trial trains; a pruned trial's steps up to its last evaluation."""
+def training_steps(trials: list) -> int:
+    """The steps each trial trained: up to its last evaluation, which for a completed trial is its final step
+    (the Trainer evaluates the last step too), whatever the batch size."""
     from optuna.trial import TrialState
 
-    return sum(steps_per_trial if trial.state == TrialState.COMPLETE else max(trial.intermediate_values)
-               for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    return sum(max(trial.intermediate_values) for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED))
 
 
 def matching_trials(trials: list, unpruned: list) -> int:
@@ -105,18 +104,18 @@ def replay(pruner: str, options: dict, unpruned: list) -> list:
     return study.trials
 
 
-def print_replays(unpruned: list, steps_per_trial: int) -> None:
+def print_replays(unpruned: list) -> None:
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     base_accuracy = max(trial.value for trial in unpruned)
-    base_steps = training_steps(unpruned, steps_per_trial)
+    base_steps = training_steps(unpruned)
     print(f"{'pruner':<10} {'options':<44} {'best accuracy':>13} {'vs none (points)':>16} {'share of none':>13} {'complete':>8}")
     for pruner, options in REPLAYED:
         replayed = replay(pruner, options, unpruned)
         completed = [trial.value for trial in replayed if trial.state == TrialState.COMPLETE]
-        accuracy, steps = max(completed), training_steps(replayed, steps_per_trial)
+        accuracy, steps = max(completed), training_steps(replayed)
         print(f"{pruner:<10} {str(options):<44} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} "
               f"{steps / base_steps:>13.2f} {len(completed):>8}")
 
@@ -128,27 +127,27 @@ def best_accuracy(run_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=7)
+    # 32: with 16, 40% of the steps leaves room for at most 5 full trials, and the median pruner's startup takes 4.
+    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--eval-steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32, help="the demo's training.per_device_train_batch_size")
     parser.add_argument("--out", type=Path, default=Path("bench-pruning"))
-    parser.add_argument("--replay", action="store_true", help="replay REPLAYED over the unpruned search in --out; train nothing")
+    parser.add_argument("--replay", nargs="*", type=Path, metavar="OUT",
+                        help="replay REPLAYED over the unpruned searches in these --out directories (default --out), as one search; train nothing")
     args = parser.parse_args()
-    steps_per_trial = math.ceil(args.train_size / args.batch_size) * args.epochs
-    if args.replay:
-        print_replays(load_trials("none", args.out), steps_per_trial)
+    if args.replay is not None:
+        print_replays([trial for out in args.replay or [args.out] for trial in load_trials("none", out)])
         return
     args.out.mkdir(parents=True, exist_ok=True)
     runs = {name: run_search(name, args, args.out) for name in SEARCHES}
     trials = {name: load_trials(name, args.out) for name in runs}
     base_accuracy = best_accuracy(runs["none"])
-    base_steps = training_steps(trials["none"], steps_per_trial)
+    base_steps = training_steps(trials["none"])
     print(f"\n{'pruner':<10} {'best accuracy':>13} {'vs none (points)':>16} {'training steps':>14} {'share of none':>13} {'curves as none':>14}")
     for name, run in runs.items():
-        accuracy, steps = best_accuracy(run), training_steps(trials[name], steps_per_trial)
+        accuracy, steps = best_accuracy(run), training_steps(trials[name])
         matching = f"{matching_trials(trials[name], trials['none'])}/{len(trials[name])}"
         print(f"{name:<10} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} {steps:>14} {steps / base_steps:>13.2f} {matching:>14}")
     subprocess.run([sys.executable, "-m", "hpsearch.compare", *map(str, runs.values()), "--out", str(args.out / "compare")], check=True)
