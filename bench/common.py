@@ -48,16 +48,16 @@ def plain_seconds(overrides: list[str], params: dict[str, Any], n_trials: int, w
     from omegaconf import OmegaConf
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
 
-    from hpsearch.app import _quiet_libraries
-    from hpsearch.data import load_data
+    from hpsearch.build import quiet_libraries
+    from hpsearch.data import read_data, tokenize_data
     from hpsearch.model import ModelInit
 
-    _quiet_libraries()
+    quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = compose(overrides)
     started = time.perf_counter()
     tokenizer = instantiate(cfg.model.tokenizer)
-    data = load_data(cfg.data, tokenizer, seed=cfg.seed)
+    data = tokenize_data(read_data(cfg.data, cfg.seed), cfg.data, tokenizer)
     model_init = ModelInit.build(instantiate(cfg.model.model_init, _partial_=True), {**data.model_context, "tokenizer": tokenizer})
     training = OmegaConf.to_container(cfg.training, resolve=True)
     args = TrainingArguments(output_dir=str(workdir / "plain"), seed=cfg.seed, **training)

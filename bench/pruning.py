@@ -89,7 +89,7 @@ def replay(pruner: str, options: dict, unpruned: list) -> list:
     import optuna
     from optuna.trial import TrialState
 
-    from hpsearch.backends.optuna import make_pruner
+    from hpsearch.backends.optuna.samplers import make_pruner
 
     study = optuna.create_study(study_name=f"pruning-{pruner}", direction="maximize", pruner=make_pruner(pruner, options))
     for original in unpruned:

@@ -52,7 +52,7 @@ def multirun_study_name(cfg: DictConfig) -> str:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    from hpsearch.loop import INTERRUPTED
+    from hpsearch.interrupt import INTERRUPTED
 
     INTERRUPTED.set()
     raise KeyboardInterrupt
@@ -72,7 +72,7 @@ def _follower_overrides() -> list[str]:
 
 def main() -> None:
     if sys.argv[1:2] == ["compare"]:  # hpsearch compare ...: the console script's one subcommand
-        from hpsearch.compare import main as compare
+        from hpsearch.compare.cli import main as compare
 
         compare(sys.argv[2:])
         return

@@ -230,7 +230,3 @@ def text_task(data: PreparedData, config: Mapping[str, Any], tokenizer: PreTrain
 
     tokenized = tokenize_data(data, config, tokenizer)
     return Task(tokenized.train, tokenized.eval, DataCollatorWithPadding(tokenizer), compute_metrics, tuple(metric_names), data.model_context)
-
-
-def load_data(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> PreparedData:
-    return tokenize_data(read_data(config, seed), config, tokenizer)

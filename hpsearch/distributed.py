@@ -3,15 +3,16 @@
 Rank zero runs the backend (optuna, SigOpt or W&B) as in a single process. Over a separate gloo control
 group, with a bounded timeout, it broadcasts its decisions and gathers each rank's result:
 
-- ``("trial", params)``: the next trial's hyperparameters; every rank builds its model from them and trains;
-- ``("continue",)`` / ``("prune",)``: after each in-training evaluation, whether to stop this trial now;
-- after each trial, every rank reports ``(state, error, params, model facts)``; a failure on any rank fails
-  the trial for all;
+- ``Message(Decision.TRIAL, params)``: the next trial's hyperparameters; every rank builds its model from them
+  and trains;
+- ``Decision.CONTINUE`` / ``Decision.PRUNE``: after each in-training evaluation, whether to stop this trial now;
+- after each trial, every rank sends a ``RankReport`` (state, error, trained values, model facts); a failure on
+  any rank fails the trial for all;
 - a rank that raises mid-training (when the others may be waiting in a gradient all-reduce) leaves the job
   at once, rank zero after recording the trial as failed; torchrun then stops the group, or restarts it
   under ``--max-restarts`` and the restarted rank zero resumes the study. Rank zero ignores torchrun's
   SIGTERM, so that it records the trial it was training: the other ranks' exit ends its collectives;
-- ``("stop",)``: no more trials; then a barrier, so no rank exits while another still talks.
+- ``Decision.STOP``: no more trials; then a barrier, so no rank exits while another still talks.
 
 Non-zero ranks never count trials themselves, so optuna timeouts, resumed studies and pruning cannot
 make them disagree with rank zero. ``training.ddp_timeout`` bounds every collective, gloo's included.
@@ -21,12 +22,38 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import Enum
 from typing import Any
 
 from hpsearch.errors import CollectiveTimeout
+from hpsearch.trials import TrialState
 
-Message = tuple[Any, ...]
+
+class Decision(Enum):
+    """What rank zero tells the other ranks."""
+
+    TRIAL = "trial"  # train the trial whose hyperparameters come with it
+    CONTINUE = "continue"  # after an in-training evaluation: go on
+    PRUNE = "prune"  # after an in-training evaluation: stop this trial
+    STOP = "stop"  # no more trials
+
+
+@dataclass(frozen=True)
+class Message:
+    decision: Decision
+    params: dict[str, Any] = field(default_factory=dict)  # with Decision.TRIAL
+
+
+@dataclass(frozen=True)
+class RankReport:
+    """One rank's account of a trial, gathered on rank zero (``ranks.jsonl``)."""
+
+    state: TrialState
+    error: str | None
+    trained: dict[str, Any]  # each hyperparameter as this rank really used it
+    model: dict[str, str]  # the wrapper class and a parameter checksum
 
 
 def world_size() -> int:
@@ -77,9 +104,11 @@ class Coordinator:
         """Rank zero passes its decision; every rank returns it."""
         box = [message if self.is_leader else None]
         self._guard("rank zero's decision", lambda: self.dist.broadcast_object_list(box, src=0, group=self.group))
-        return box[0]
+        decided = box[0]
+        assert isinstance(decided, Message)
+        return decided
 
-    def gather(self, report: Any) -> list[Any]:
+    def gather(self, report: RankReport) -> list[RankReport]:
         """Every rank's report, in rank order, on every rank."""
         reports: list[Any] = [None] * self.world_size
         self._guard("the other ranks' trial results", lambda: self.dist.all_gather_object(reports, report, group=self.group))

@@ -1,17 +1,12 @@
-"""The one trial loop: ask the backend for a trial, train it, tell the backend, until the search is done.
+"""The one trial loop: ask the backend for a trial, train it, record it, until the search is done.
 
-Every backend records its trials through ``TrialLoop.record`` (progress, the failure budget, listeners
-such as ``tracking=wandb``), whoever drives the trials:
-
-- SigOpt, W&B and optuna under torchrun give a ``TrialSource`` to ``TrialLoop.run``;
-- optuna in one process runs inside ``Trainer.hyperparameter_search``, whose trials reach ``record``
-  through the trainer's ``finished`` hook;
-- Ray's driver records the trials its workers report.
+Every trial of every backend is recorded through ``TrialLoop.record``: the failure budget, the progress display,
+and listeners such as ``tracking=wandb``. A backend hands the loop a ``TrialSource`` (``TrialLoop.run``); a backend
+whose own library schedules the trials (Ray Tune) records each trial that library reports.
 """
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,13 +17,10 @@ from hpsearch.progress import SearchProgress
 from hpsearch.trials import TrialOutcome, TrialState
 
 if TYPE_CHECKING:
+    from hpsearch.budget import TrialBudget
     from hpsearch.trainer import SearchTrainer
-    from hpsearch.workers import TrialBudget
 
-Train = Callable[[Any, dict[str, Any]], TrialOutcome]
-# Set by ``python -m hpsearch``'s Ctrl-C handler. A KeyboardInterrupt raised while Python runs a finalizer (the
-# garbage collected after each trial) is printed and dropped; each trial start checks this flag again.
-INTERRUPTED = threading.Event()
+Train = Callable[[Any, dict[str, Any]], TrialOutcome]  # (the backend's trial handle, typed hyperparameters)
 Listener = Callable[[TrialOutcome], None]
 
 
@@ -51,21 +43,35 @@ class FailureBudget:
 
 
 class TrialSource(ABC):
-    """A backend's side of ``TrialLoop.run``: its store's count, and one ask -> train -> tell step."""
+    """A backend's side of ``TrialLoop.run``, one trial at a time.
 
-    # True: the backend's store is the trial budget itself, shared by every process and machine on the study;
-    # ``next`` returns None once it is spent, and the loop claims nothing of its own.
+    The loop calls ``next`` while the search may start another trial: while fewer than ``n_trials`` finished
+    (``TrialState.finished``), and in a worker process only once it claimed a trial from the budget that the
+    machine's workers share; never once the failure budget is spent. ``report`` is called inside training.
+    """
+
+    # True: the backend's store is the trial budget itself, shared by every process and machine on the study.
+    # The loop then claims nothing of its own and asks ``next`` until it returns None.
     bounds_trials: bool = False
 
     @abstractmethod
-    def finished(self) -> int:
-        """Trials the backend's store already counts as finished (a resumed search starts from them)."""
-
-    @abstractmethod
     def next(self, train: Train) -> TrialOutcome | None:
-        """Ask for one trial, train it with ``train(handle, params)``, tell the backend its outcome.
+        """Ask the backend for one trial, ``train(handle, params)`` it, tell the backend the outcome, return it.
 
-        None when the backend has no trial left to give (an exhausted grid).
+        - ``handle`` is the backend's own trial object; it comes back in ``report``.
+        - ``params`` holds a typed value for every parameter of the space.
+        - The outcome's state may be anything: a FAIL does not count towards ``n_trials``, and the loop asks
+          again. Tell the backend a FAIL too, so that its store never keeps a trial RUNNING.
+        - If ``train`` raises (Ctrl-C, SIGTERM, a config error found mid-trial), tell the backend that the trial
+          failed, then let the exception propagate: the search ends.
+        - Return None when the backend has nothing left to give (an exhausted grid; with ``bounds_trials``,
+          ``n_trials`` reached in the shared store). The loop then stops.
+        """
+
+    def report(self, handle: Any, step: int, metrics: dict[str, float]) -> None:  # noqa: B027 - optional hook
+        """One in-training evaluation of trial ``handle`` at ``step``; raise ``TrialPruned`` to stop it there.
+
+        Only called with ``training.eval_strategy`` set. Default: nothing.
         """
 
 
@@ -85,13 +91,8 @@ class TrialLoop:
         self.progress = progress
         self.failures = failures
         self.listeners = [failures, progress, *listeners]
+        self.finished = 0  # trials of this search counted as finished, the study's earlier ones included
         self._lost: CollectiveTimeout | None = None  # a DDP rank was lost during the trial being told
-        self.attach()
-
-    @property
-    def shared(self) -> bool:
-        """Several worker processes share this search."""
-        return self.budget is not None
 
     @property
     def stopped(self) -> bool:
@@ -99,48 +100,30 @@ class TrialLoop:
         return self.failures.exceeded
 
     def start(self, finished: int) -> None:
-        """Show progress from the trials a resumed study already finished."""
+        """Count from, and show progress from, the trials a resumed study already finished."""
+        self.finished = finished
         self.progress.start(finished)
 
     def record(self, outcome: TrialOutcome) -> None:
         for listener in self.listeners:
             listener(outcome)
 
-    def attach(
-        self,
-        assign: Callable[[Any], dict[str, Any]] | None = None,
-        report: Callable[[Any, int, dict[str, float]], None] | None = None,
-        finished: Callable[[Any, TrialOutcome], None] | None = None,
-    ) -> None:
-        """Hand the trainer the backend's hooks; every finished trial is also recorded here, once."""
-        from hpsearch.trainer import TrialHooks
-
-        def on_finished(trial: Any, outcome: TrialOutcome) -> None:
-            if finished is not None:
-                finished(trial, outcome)
-            self.record(outcome)
-
-        self.trainer.attach(TrialHooks(assign=assign, report=report, finished=on_finished))
-
     def train(self, handle: Any, params: dict[str, Any]) -> TrialOutcome:
-        """Train one trial. A lost DDP rank still comes back as the trial's FAIL outcome, so that the backend
-        records it; ``run`` raises the loss once the backend was told."""
+        """Train and record one trial. A lost DDP rank still comes back as the trial's FAIL outcome, so that the
+        backend stores it; ``run`` raises the loss once the backend was told."""
         try:
-            return self.trainer.run_trial(params, handle)
+            outcome = self.trainer.run_trial(params, handle)
         except CollectiveTimeout as lost:
             self._lost = lost
-            if self.trainer.latest_outcome is not None:
-                return self.trainer.latest_outcome
-            outcome = TrialOutcome(dict(params), TrialState.FAIL, error=str(lost))  # lost before training began
-            self.record(outcome)
-            return outcome
+            outcome = self.trainer.latest_outcome or TrialOutcome(state=TrialState.FAIL, params=dict(params), error=str(lost))
+        self.record(outcome)
+        return outcome
 
     def run(self, source: TrialSource) -> None:
         """Ask, train and tell until ``n_trials`` trials finished (with workers: the shared budget is
         claimed), the budget of failures is spent, or the backend has nothing left."""
-        finished = source.finished()
-        self.start(finished)
-        while not self.stopped and self._claim(source, finished):
+        self.trainer.reporter = source.report
+        while not self.stopped and self._claim(source):
             outcome = source.next(self.train)
             if self._lost is not None:
                 raise self._lost
@@ -148,14 +131,14 @@ class TrialLoop:
                 self._give_back(source)
             if outcome is None:
                 return
-            finished += outcome.state.finished
+            self.finished += outcome.state.finished
 
-    def _claim(self, source: TrialSource, finished: int) -> bool:
+    def _claim(self, source: TrialSource) -> bool:
         """May another trial start? The source's own budget decides in ``next``; else alone: while fewer than
         ``n_trials`` finished; in a worker: if the budget the workers share has one left."""
         if source.bounds_trials:
             return True
-        return self.budget.claim() if self.budget is not None else finished < self.n_trials
+        return self.budget.claim() if self.budget is not None else self.finished < self.n_trials
 
     def _give_back(self, source: TrialSource) -> None:
         """A trial that did not finish (failed) is retried: its claim goes back to the shared budget."""

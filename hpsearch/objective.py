@@ -79,10 +79,10 @@ class Objective:
     direction: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Objectives:
-    metrics: tuple[str, ...]
     items: tuple[Objective, ...]
+    metrics: tuple[str, ...] = ()  # computed on the eval split besides the loss
     select: str = "last"
 
     @classmethod
@@ -109,7 +109,7 @@ class Objectives:
             raise ObjectiveError(f"objective.select: must be last or best (got {select!r})")
         if select == "best" and len(items) > 1:
             raise ObjectiveError("objective.select=best: several objectives have no single best evaluation; use select=last")
-        return cls(metrics, tuple(items), select)
+        return cls(items=tuple(items), metrics=metrics, select=select)
 
     @property
     def names(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""The files a search leaves in its run directory: trials.csv, best.json and its YAML, pareto.json and .png."""
+"""The files a search leaves in its run directory, from its trial records alone: trials.csv, best.json and its
+YAML, pareto.json and .png."""
 
 from __future__ import annotations
 
@@ -6,15 +7,12 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from hpsearch.objective import Objectives, best_trial, pareto_front
 from hpsearch.trials import SearchResult, TrialRecord
-
-if TYPE_CHECKING:
-    from hpsearch.backends.base import Backend, SearchJob
 
 TRIALS_CSV = "trials.csv"
 BEST_JSON = "best.json"
@@ -90,15 +88,6 @@ def write_results(
         (run_dir / BEST_JSON).write_text(json.dumps(_summary(best, objectives), indent=2))
         write_best_yaml(run_dir / BEST_YAML, best)
     return SearchResult(list(trials), best, [])
-
-
-def write_search_results(backend: Backend, job: SearchJob) -> SearchResult:
-    """Read every trial back from the backend's store, write the results files, let the backend finish."""
-    records = backend.records(job)
-    front = backend.pareto_numbers(job, records) if job.objectives.is_multi else None
-    result = write_results(job.run_dir, records, job.space.names, job.objectives, front)
-    backend.finish(job, result)
-    return result
 
 
 def write_best_yaml(path: Path, best: TrialRecord) -> None:

@@ -248,6 +248,24 @@ class SearchSpace:
             raise SearchSpaceError(f"space: backend returned no value for {missing}")
         return {param.name: param.cast(values.get(param.name)) for param in self.params}
 
+    def single_values(self) -> dict[str, Any]:
+        """The parameters that can take one value only (fixed, one choice, ``low == high``), with that value."""
+        values: dict[str, Any] = {}
+        for param in self.params:
+            if isinstance(param, FixedParam):
+                values[param.name] = param.value
+            elif isinstance(param, CategoricalParam):
+                if len(param.choices) == 1:
+                    values[param.name] = param.choices[0]
+            elif param.low == param.high:
+                values[param.name] = param.low
+        return values
+
+    def read(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Typed values for every parameter from a trial's stored config: keys outside the space are dropped,
+        and parameters with a single value (which some backends never store) are filled in."""
+        return self.cast({**self.single_values(), **{name: value for name, value in config.items() if name in self.names}})
+
     def grid(self, key: str) -> dict[str, list[Any]]:
         """Every value of every tunable parameter, both ends included; ``key`` names the option needing it."""
         points: dict[str, list[Any]] = {}

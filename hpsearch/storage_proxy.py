@@ -22,13 +22,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=13000, help="port to listen on (default: 13000)")
     args = parser.parse_args(argv)
 
-    from hpsearch.backends.optuna import open_storage, redact_url
+    from hpsearch.backends.optuna.study import open_storage
+    from hpsearch.config import redact_text
     from hpsearch.errors import ConfigError
     from hpsearch.imports import require
 
     try:
         if not args.storage.partition("://")[0] or args.storage.startswith("grpc://"):
-            raise ConfigError(f"storage={redact_url(args.storage)}: the proxy fronts a database URL, e.g. postgresql://user@db-host/hpsearch")
+            raise ConfigError(f"storage={redact_text(args.storage)}: the proxy fronts a database URL, e.g. postgresql://user@db-host/hpsearch")
         require("grpc", "python -m hpsearch.storage_proxy", "grpcio", "grpc")
         storage = open_storage(args.storage)
     except HPSearchError as error:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
     storage = get_storage(storage)  # optuna's in-process cache in front of the database, as its docs advise
 
-    print(f"hpsearch.storage_proxy: serving {redact_url(args.storage)} on grpc://{args.host}:{args.port}", flush=True)
+    print(f"hpsearch.storage_proxy: serving {redact_text(args.storage)} on grpc://{args.host}:{args.port}", flush=True)
     try:
         run_grpc_proxy_server(storage, host=args.host, port=args.port)
     except KeyboardInterrupt:

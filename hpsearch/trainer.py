@@ -1,32 +1,34 @@
-"""The Trainer every backend drives: one ``train(trial=...)`` call per trial.
+"""The Trainer every backend drives: one ``run_trial(params, handle)`` call per trial.
 
-It turns a backend's trial into typed hyperparameters, routes each one to ``TrainingArguments`` or to
-``model_init``, always ends with the evaluation metrics and objective, and turns a trial's failure
-(an exception or a NaN objective) into ``TrialFailed`` so backends can record it and go on.
-A backend hands it what it needs for a search in one place: ``attach(TrialHooks(...))``.
+It routes each typed hyperparameter to ``TrainingArguments`` or to ``model_init``, always ends with the evaluation
+metrics and objective, and turns a trial's failure (an exception or a NaN objective) into a FAIL outcome, so that
+the search records it and goes on. A backend sees each in-training evaluation through ``reporter``.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from transformers import Trainer
 
 from hpsearch.best_model import BestModelKeeper
-from hpsearch.distributed import Coordinator
-from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, TrialFailed, first_line
-from hpsearch.loop import INTERRUPTED
+from hpsearch.distributed import Coordinator, Decision, Message, RankReport
+from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, first_line
+from hpsearch.interrupt import INTERRUPTED
 from hpsearch.model import ModelInit
 from hpsearch.model_metrics import MODEL_METRICS
 from hpsearch.objective import Objectives
 from hpsearch.space import SearchSpace
 from hpsearch.training import TRAINING_ARGUMENT_FIELDS
-from hpsearch.trials import TrialOutcome, TrialState
+from hpsearch.trials import TrialOutcome, TrialPruned, TrialState
+
+# (the backend's trial handle, the global step, that evaluation's metrics); may raise TrialPruned
+Reporter = Callable[[Any, int, dict[str, float]], None]
 
 
 def check_space_routing(space: SearchSpace, model_init: ModelInit) -> None:
@@ -37,36 +39,6 @@ def check_space_routing(space: SearchSpace, model_init: ModelInit) -> None:
                 f"space.{name}: neither a TrainingArguments field nor an argument of model_init "
                 f"({model_init.target.__module__}.{model_init.target.__qualname__}); rename it or remove it"
             )
-
-
-class TrialPruned(Exception):
-    """Raised on a non-zero rank when rank zero pruned the trial (optuna's own class on rank zero)."""
-
-
-@dataclass(frozen=True)
-class TrialHooks:
-    """What a backend hands the trainer for a search; ``SearchTrainer.attach`` is the only way in.
-
-    ``assign`` turns the backend's trial object into typed hyperparameters (transformers' own search loop
-    passes optuna trials); ``report`` receives every in-training evaluation as ``(trial, step, metrics)`` and
-    may raise a prune signal (None: transformers' own reporting, i.e. optuna pruning); ``finished`` receives
-    each trial's outcome, exactly once.
-    """
-
-    assign: Callable[[Any], dict[str, Any]] | None = None
-    report: Callable[[Any, int, dict[str, float]], None] | None = None
-    finished: Callable[[Any, TrialOutcome], None] | None = None
-
-
-class Assigned(dict):
-    """Typed hyperparameters the backend already chose, with ``handle``, the backend's own trial object.
-
-    A dict, as transformers expects of any trial that is not optuna's.
-    """
-
-    def __init__(self, params: Mapping[str, Any], handle: Any = None) -> None:
-        super().__init__(params)
-        self.handle = handle
 
 
 class SearchTrainer(Trainer):
@@ -85,44 +57,40 @@ class SearchTrainer(Trainer):
         self.space = space
         self.objectives = objectives
         self.coordinator = coordinator  # set under torchrun
-        self.hooks = TrialHooks()
-        self._current_params: dict[str, Any] = {}
+        self.reporter: Reporter | None = None  # set by the search: each in-training evaluation goes to the backend
+        self._trial_params: dict[str, Any] | None = None  # the running trial's hyperparameters
+        self._handle: Any = None  # the backend's own object for the running trial
         super().__init__(model_init=self._init_model, **kwargs)
         self.latest_outcome: TrialOutcome | None = None
-        self.rank_reports: list[list[Any]] = []  # rank zero: every rank's (state, error, trained values) per trial
+        self.rank_reports: list[list[RankReport]] = []  # rank zero: every rank's report, per trial
         self._chosen_metrics: dict[str, float] | None = None
         self._in_collectives = False
         self._measured_model: dict[str, float] | None = None  # per trial: the architecture does not change
 
-    def attach(self, hooks: TrialHooks) -> None:
-        self.hooks = hooks
-
-    def _init_model(self, trial: Any) -> Any:
-        if trial is None:  # Trainer.__init__ builds one model up front: a config check before any trial
+    def _init_model(self) -> Any:
+        if self._trial_params is None:  # Trainer.__init__ builds one model up front: a config check before any trial
             try:
                 return self.hpsearch_model_init(self.space.representative())
             except HPSearchError:
                 raise
             except Exception as error:
-                raise ConfigError(f"model.model_init: building the model failed ({type(error).__name__}: {first_line(error)})") from None
+                raise ConfigError(
+                    f"model.model_init: building the model failed ({type(error).__name__}: {first_line(error)})"
+                ) from None
         if INTERRUPTED.is_set():  # a Ctrl-C that a finalizer swallowed: stop before the next trial
             raise KeyboardInterrupt
-        # transformers calls model_init before _hp_search_setup, so assign here first.
-        if isinstance(trial, Assigned):
-            self._current_params = dict(trial)
-        else:
-            self._current_params = (self.hooks.assign or self.space.cast)(trial)
         if self.coordinator is not None and self.coordinator.is_leader:
-            self.coordinator.decide(("trial", self._current_params))
-        model = self.hpsearch_model_init(self._current_params)
+            self.coordinator.decide(Message(Decision.TRIAL, self._trial_params))
+        model = self.hpsearch_model_init(self._trial_params)
         self._in_collectives = self.coordinator is not None  # from here on, DDP ranks meet in collectives
         return model
 
     def _hp_search_setup(self, trial: Any) -> None:
-        self._trial = trial
-        if trial is None:
+        """Called by ``Trainer.train`` after the model is built: the trial's training arguments take effect."""
+        self._trial = None
+        if self._trial_params is None:
             return
-        for name, value in self._current_params.items():
+        for name, value in self._trial_params.items():
             if name in TRAINING_ARGUMENT_FIELDS:
                 setattr(self.args, name, value)
         self._train_batch_size = self.args.train_batch_size
@@ -133,34 +101,32 @@ class SearchTrainer(Trainer):
         self._chosen_metrics = self.objectives.choose(self._chosen_metrics, metrics)
         self.objectives.values(metrics)  # a missing metric is a config error, not a failed trial
         if self.coordinator is not None and not self.coordinator.is_leader:
-            if self.coordinator.decide()[0] == "prune":
+            if self.coordinator.decide().decision is Decision.PRUNE:
                 raise TrialPruned(f"rank zero pruned the trial at step {step}")
             return
         try:
-            if self.hooks.report is not None:
-                self.hooks.report(trial.handle if isinstance(trial, Assigned) else trial, step, dict(metrics))
-            else:
-                super()._report_to_hp_search(trial, step, metrics)
-        except Exception as error:
-            if self.coordinator is not None and _is_prune_signal(error):
-                self.coordinator.decide(("prune",))
+            if self.reporter is not None:
+                self.reporter(self._handle, step, dict(metrics))
+        except TrialPruned:
+            if self.coordinator is not None:
+                self.coordinator.decide(Message(Decision.PRUNE))
             raise
         if self.coordinator is not None:
-            self.coordinator.decide(("continue",))
+            self.coordinator.decide(Message(Decision.CONTINUE))
 
-    def train(self, resume_from_checkpoint: Any = None, trial: Any = None, **kwargs: Any) -> Any:
-        """Train one trial; on return ``self.objective`` holds its objective value(s)."""
-        if trial is None:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+    def run_trial(self, params: Mapping[str, Any], handle: Any = None, resume_from_checkpoint: str | None = None) -> TrialOutcome:
+        """Train one trial from typed values; its outcome, whether it completed, failed or was pruned."""
         started = time.perf_counter()
-        self.objective = None
+        self.latest_outcome = None
+        self._trial_params, self._handle = dict(params), handle
         self._chosen_metrics = None
         self._measured_model = None
-        self._current_params = {}
         self._in_collectives = False
-        output, values, metrics, error, raised = None, None, None, None, None
+        values, metrics, error = None, None, None
         try:
-            output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+            # The trial is not passed to Trainer.train: hpsearch applies its hyperparameters itself, and
+            # transformers' own search integrations (which accept a dict trial only beside ray or wandb) stay out.
+            self.train(resume_from_checkpoint=resume_from_checkpoint)
             metrics = dict(self._chosen_metrics or self.evaluate())
             metrics.update(self._model_metrics())
             values = self.objectives.values(metrics)
@@ -169,59 +135,58 @@ class SearchTrainer(Trainer):
                 state, error = TrialState.FAIL, f"objective is NaN ({dict(zip(self.objectives.names, values))})"
         except HPSearchError:
             raise
+        except TrialPruned:
+            state = TrialState.PRUNED
         except Exception as exception:
-            raised = exception
-            if _is_prune_signal(exception):
-                state = TrialState.PRUNED
-            else:
-                state, error = TrialState.FAIL, f"{type(exception).__name__}: {first_line(exception)}"
-                if self._in_collectives:
-                    self._abandon(trial, error, started, exception)
-        state, error = self._agree(trial, state, error, started)
-        self._finish(trial, state, started, values=values if state is TrialState.COMPLETE else None, metrics=metrics, error=error)
+            state, error = TrialState.FAIL, f"{type(exception).__name__}: {first_line(exception)}"
+            if self._in_collectives:
+                self._abandon(error, started, exception)
+        try:
+            state, error = self._agree(state, error, started)
+            outcome = self._finish(state, started, values if state is TrialState.COMPLETE else None, metrics, error)
+        finally:
+            self._trial_params = self._handle = None
         if state is TrialState.COMPLETE and self.best_model is not None and (self.coordinator is None or self.coordinator.is_leader):
-            self.best_model.offer(self.accelerator.unwrap_model(self.model), self.processing_class, self.latest_outcome)
-        if state is TrialState.PRUNED:
-            raise raised if raised is not None else TrialPruned("pruned")
+            self.best_model.offer(self.accelerator.unwrap_model(self.model), self.processing_class, outcome)
         if state is TrialState.FAIL:
-            raise TrialFailed(error) from raised
-        self.objective = values if self.objectives.is_multi else values[0]
-        return output
+            self._free_memory()
+        return outcome
 
-    def _abandon(self, trial: Any, error: str, started: float, exception: Exception) -> None:
+    def _abandon(self, error: str, started: float, exception: Exception) -> None:
         """A rank raised mid-training under DDP: the other ranks may be waiting inside a gradient all-reduce
         that will never complete, so this rank leaves the job at once (rank zero records the trial as failed
         first). torchrun then stops the group, and with ``--max-restarts`` restarts it to resume the search."""
+        assert self.coordinator is not None
         rank = self.coordinator.rank
         if self.coordinator.is_leader:
-            self._finish(trial, TrialState.FAIL, started, error=f"rank {rank}: {error}")
+            self._finish(TrialState.FAIL, started, error=f"rank {rank}: {error}")
         raise CollectiveTimeout(
             f"training.ddp_timeout: rank {rank} failed mid-training ({error}); torchrun stops the job, "
             "or restarts it with --max-restarts"
         ) from exception
 
-    def _agree(self, trial: Any, state: TrialState, error: str | None, started: float) -> tuple[TrialState, str | None]:
+    def _agree(self, state: TrialState, error: str | None, started: float) -> tuple[TrialState, str | None]:
         """Under DDP, a trial failed anywhere failed everywhere; rank zero keeps every rank's report."""
         if self.coordinator is None:
             return state, error
         try:
-            reports = self.coordinator.gather((state.value, error, self._trained_values(), self._model_facts()))
+            reports = self.coordinator.gather(RankReport(state, error, self._trained_values(), self._model_facts()))
         except CollectiveTimeout as lost:
             # Another rank is gone: record the trial as failed before this rank gives up too.
-            self._finish(trial, TrialState.FAIL, started, error=f"{error or 'rank lost'}; {lost}")
+            self._finish(TrialState.FAIL, started, error=f"{error or 'rank lost'}; {lost}")
             raise
         if self.coordinator.is_leader:
             self.rank_reports.append(reports)
-        for index, (rank_state, rank_error, *_) in enumerate(reports):
-            if rank_state == TrialState.FAIL.value:
-                return TrialState.FAIL, f"rank {index}: {rank_error}"
+        for index, report in enumerate(reports):
+            if report.state is TrialState.FAIL:
+                return TrialState.FAIL, f"rank {index}: {report.error}"
         return state, error
 
     def _trained_values(self) -> dict[str, Any]:
         """Each hyperparameter as this rank really used it, read back from its arguments and model."""
         config = getattr(self.accelerator.unwrap_model(self.model), "config", None) if self.model is not None else None
         values = {}
-        for name, value in self._current_params.items():
+        for name, value in (self._trial_params or {}).items():
             if name in TRAINING_ARGUMENT_FIELDS:
                 values[name] = getattr(self.args, name)
             else:
@@ -253,31 +218,15 @@ class SearchTrainer(Trainer):
         """Resuming another trial's checkpoint (Ray PBT's exploit step) keeps this trial's learning rate:
         the restored scheduler would otherwise bring back the old one."""
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None or "learning_rate" not in self._current_params:
+        if checkpoint is None or "learning_rate" not in (self._trial_params or {}):
             return
         rate = self.args.learning_rate
         for group in self.optimizer.param_groups:
             group["initial_lr"] = rate
         self.lr_scheduler.base_lrs = [rate] * len(self.optimizer.param_groups)
 
-    def run_trial(self, params: Mapping[str, Any], handle: Any = None, resume_from_checkpoint: str | None = None) -> TrialOutcome:
-        """Train one trial from typed values; a failed or pruned trial comes back as its outcome."""
-        self.latest_outcome = None
-        try:
-            self.train(resume_from_checkpoint=resume_from_checkpoint, trial=Assigned(params, handle))
-        except TrialFailed:
-            self._free_memory()
-        except TrialPruned:
-            pass
-        except Exception as error:
-            if not _is_prune_signal(error):
-                raise
-        return self.latest_outcome
-
     def _free_memory(self) -> None:
         """After a failed trial (one that ran out of GPU memory, say), drop what it held before the next one."""
-        import gc
-
         import torch
 
         self.model = self.model_wrapped = None
@@ -289,20 +238,19 @@ class SearchTrainer(Trainer):
 
     def _finish(
         self,
-        trial: Any,
         state: TrialState,
         started: float,
         values: list[float] | None = None,
         metrics: Mapping[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
+    ) -> TrialOutcome:
         numeric = {k: float(v) for k, v in (metrics or self._chosen_metrics or {}).items() if isinstance(v, (int, float))}
-        outcome = TrialOutcome(dict(self._current_params), state, values, numeric, time.perf_counter() - started, error)
-        self.latest_outcome = outcome
-        if self.hooks.finished is not None:
-            self.hooks.finished(trial.handle if isinstance(trial, Assigned) else trial, outcome)
-
-
-def _is_prune_signal(error: BaseException) -> bool:
-    # optuna.TrialPruned; matched by name so optuna stays an optional import here.
-    return type(error).__name__ == "TrialPruned"
+        self.latest_outcome = TrialOutcome(
+            state=state,
+            params=dict(self._trial_params or {}),
+            values=values,
+            metrics=numeric,
+            duration_s=time.perf_counter() - started,
+            error=error,
+        )
+        return self.latest_outcome

@@ -1,12 +1,12 @@
-"""``workers=N``: N persistent worker processes on this machine share one search.
+"""``workers=N``: a pool of N persistent worker processes on this machine, supervised by the launcher.
 
-The launching process gives each worker its devices, starts them, shows one progress display over the
-whole search (read back from the backend's own store), and writes the results files once they are done.
-Each worker loads the libraries, the tokenised data and the tokenizer once, then trains trial after trial
-through the shared trial loop, claiming each trial first (from a ``TrialBudget``, or from the backend's store
-where it is the budget itself, as an optuna study is), so that the workers together train no more than
-``n_trials``. A worker that crashes or is killed does not stop the others; its trial is
-recorded as failed.
+The launching process gives each worker its devices and starts it on the target that ``run()`` hands it (a
+fresh interpreter that runs the search's config again, as a worker). It then watches the pool: the trials the
+workers record in the backend's store are passed to the launcher's listeners (one progress display over the
+whole search, the failure budget), and a worker that crashes or is killed has its trial failed and its claim
+given back, while the others go on. Each worker loads the libraries, the tokenised data and the tokenizer once,
+then trains trial after trial through the shared trial loop, claiming each trial first (``hpsearch.budget``), so
+that the workers together train no more than ``n_trials``.
 
 Devices: with GPUs, each worker sees one GPU (``CUDA_VISIBLE_DEVICES``), round-robin, and
 ``workers_per_gpu=K`` packs K workers onto each GPU; on CPU each worker gets its share of the cores.
@@ -14,27 +14,21 @@ Devices: with GPUs, each worker sees one GPU (``CUDA_VISIBLE_DEVICES``), round-r
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hpsearch.results import write_search_results
-from hpsearch.trials import SearchResult, TrialOutcome, TrialState
-
-if TYPE_CHECKING:
-    from hpsearch.backends.base import Backend, SearchJob
-    from hpsearch.loop import FailureBudget
-    from hpsearch.progress import SearchProgress
+from hpsearch.budget import BUDGET_ENV, TrialBudget
+from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
 
 WORKER_ENV = "HPSEARCH_WORKER"  # set in a worker: its index
-BUDGET_ENV = "HPSEARCH_BUDGET"  # set in a worker: the budget file it claims trials from
 POLL_S = 1.0
+Target = Callable[[dict[str, Any], dict[str, str]], None]  # (the search's config, the worker's environment)
 
 
 def worker_index() -> int | None:
@@ -75,53 +69,6 @@ def worker_environments(workers: int, gpus: Sequence[str], cores: int) -> list[d
     return environments
 
 
-class TrialBudget:
-    """The trials still to train, shared by this machine's workers through a locked file.
-
-    A worker claims one before each trial and gives it back when the trial did not finish (a failed trial
-    is retried), so together the workers train no more than the budget.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @classmethod
-    def create(cls, path: Path, remaining: int) -> TrialBudget:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"remaining": remaining}))
-        return cls(path)
-
-    @contextmanager
-    def _locked(self) -> Iterator[dict[str, int]]:
-        with self.path.open("r+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            state = json.loads(handle.read() or "{}")
-            yield state
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps(state))
-
-    def claim(self) -> bool:
-        with self._locked() as state:
-            if state["remaining"] <= 0:
-                return False
-            state["remaining"] -= 1
-            return True
-
-    def give_back(self) -> None:
-        with self._locked() as state:
-            state["remaining"] += 1
-
-    @property
-    def remaining(self) -> int:
-        return int(json.loads(self.path.read_text())["remaining"])
-
-
-def worker_budget() -> TrialBudget:
-    """In a worker: the budget it claims trials from."""
-    return TrialBudget(Path(os.environ[BUDGET_ENV]))
-
-
 class WorkerReport:
     """A trial-loop listener in each worker: one ``workers.jsonl`` line per trial, with the process's memory
     afterwards (RSS, and the GPU memory torch holds), to check that a persistent worker stays flat."""
@@ -134,7 +81,7 @@ class WorkerReport:
             "worker": worker_index(),
             "pid": os.getpid(),
             "state": outcome.state.value,
-            "duration_s": round(outcome.duration_s, 3),
+            "duration_s": round(outcome.duration_s or 0.0, 3),
             "rss_mb": round(_rss_bytes() / 2**20, 1),
             "cuda_allocated_mb": _cuda_allocated_mb(),
         }
@@ -153,17 +100,23 @@ def _cuda_allocated_mb() -> float | None:
     return round(torch.cuda.memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
 
 
-def run_workers(cfg: Any, backend: Backend, job: SearchJob, progress: SearchProgress, failures: FailureBudget) -> SearchResult:
-    """Start ``job.workers`` worker processes on one shared search, show its progress, write its results."""
-    from omegaconf import OmegaConf
+@dataclass
+class Supervision:
+    """What the launcher does with what it sees of the pool."""
 
-    backend.prepare(job)
-    finished = sum(record.state.finished for record in backend.records(job))
-    budget = TrialBudget.create(job.run_dir / "budget.json", max(0, job.n_trials - finished))
-    environments = worker_environments(job.workers, visible_gpus(), os.cpu_count() or 1)
-    progress.start(finished)
-    processes = launch(OmegaConf.to_container(cfg, resolve=True), environments, budget)
-    supervisor = _Supervisor(backend, job, processes, progress, failures, budget)
+    read_records: Callable[[], list[TrialRecord]]  # every trial of the search, from the backend's store
+    record: Callable[[TrialOutcome], None]  # a trial that ended, seen for the first time
+    abandon: Callable[[int], None]  # a worker process died: fail the trial it was training
+    stopped: Callable[[], bool]  # no further trial may start (too many failures)
+
+
+def run_workers(
+    target: Target, config: Mapping[str, Any], workers: int, budget: TrialBudget, supervision: Supervision
+) -> None:
+    """Start ``workers`` processes on ``target`` and supervise them until all have exited."""
+    environments = worker_environments(workers, visible_gpus(), os.cpu_count() or 1)
+    processes = launch(target, config, environments, budget)
+    supervisor = _Supervisor(processes, budget, supervision)
     try:
         while any(process.is_alive() for process in processes):
             supervisor.tick()
@@ -174,69 +127,49 @@ def run_workers(cfg: Any, backend: Backend, job: SearchJob, progress: SearchProg
             if process.is_alive():
                 process.terminate()
                 process.join()
-        progress.close()
-        result = write_search_results(backend, job)
-    return result
 
 
 class _Supervisor:
-    """The launching process's view of the workers: progress over the whole search, read back from the
-    backend's store; a worker that died has its trial failed and its claim given back to the others."""
+    """The launching process's view of the workers: trials read back from the backend's store; a worker that
+    died has its trial failed and its claim given back to the others."""
 
-    def __init__(
-        self, backend: Backend, job: SearchJob, processes: Sequence[Any], progress: SearchProgress,
-        failures: FailureBudget, budget: TrialBudget,
-    ) -> None:
-        self.backend = backend
-        self.job = job
+    def __init__(self, processes: Sequence[Any], budget: TrialBudget, supervision: Supervision) -> None:
         self.processes = processes
-        self.progress = progress
-        self.failures = failures
         self.budget = budget
-        self.seen: set[int] = {record.number for record in backend.records(job) if record.state is not TrialState.RUNNING}
+        self.supervision = supervision
+        self.seen: set[int] = {record.number for record in supervision.read_records() if record.state is not TrialState.RUNNING}
         self.dead: set[int] = set()
 
     def tick(self) -> None:
         for process in self.processes:
             if process.exitcode not in (None, 0) and process.pid not in self.dead:
                 self.dead.add(process.pid)
-                print(f"hpsearch: worker process {process.pid} died (exit code {process.exitcode}); "
-                      "its trial is failed, the other workers go on", file=sys.stderr)
-                self.backend.abandon(self.job, process.pid)
+                print(
+                    f"hpsearch: worker process {process.pid} died (exit code {process.exitcode}); "
+                    "its trial is failed, the other workers go on",
+                    file=sys.stderr,
+                )
+                self.supervision.abandon(process.pid)
                 self.budget.give_back()
-        for record in self.backend.records(self.job):
+        for record in self.supervision.read_records():
             if record.state is not TrialState.RUNNING and record.number not in self.seen:
                 self.seen.add(record.number)
-                outcome = TrialOutcome(record.params, record.state, record.values, record.metrics, record.duration_s or 0.0)
-                self.failures(outcome)
-                self.progress(outcome)
-        if self.failures.exceeded:
+                self.supervision.record(record)
+        if self.supervision.stopped():
             for process in self.processes:
                 process.terminate()
 
 
-def launch(config: Mapping[str, Any], environments: Sequence[Mapping[str, str]], budget: TrialBudget) -> list[Any]:
-    """Start one worker process per environment, each running the search from ``config``."""
+def launch(
+    target: Target, config: Mapping[str, Any], environments: Sequence[Mapping[str, str]], budget: TrialBudget
+) -> list[Any]:
+    """Start one worker process per environment, each calling ``target(config, environment)``."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: CUDA and threads set before import
     processes = []
     for environment in environments:
-        process = context.Process(target=_worker_main, args=(dict(config), {**environment, BUDGET_ENV: str(budget.path)}))
+        process = context.Process(target=target, args=(dict(config), {**environment, BUDGET_ENV: str(budget.path)}))
         process.start()
         processes.append(process)
     return processes
-
-
-def _worker_main(config: dict[str, Any], environment: dict[str, str]) -> None:
-    os.environ.update(environment)
-    from omegaconf import OmegaConf
-
-    from hpsearch.app import run
-    from hpsearch.errors import HPSearchError
-
-    try:
-        run(OmegaConf.create(config))
-    except HPSearchError as error:
-        print(f"hpsearch: worker {environment[WORKER_ENV]}: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)

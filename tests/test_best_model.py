@@ -19,11 +19,12 @@ def evaluate_saved(folder: Path, cfg: DictConfig, tmp_path: Path) -> dict[str, f
     """Reload the kept model and tokenizer with ``from_pretrained`` and evaluate them on the search's eval split."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from hpsearch.data import load_data
+    from hpsearch.data import read_data, tokenize_data
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder)
-    data = load_data(OmegaConf.to_container(cfg.data, resolve=True), tokenizer, seed=cfg.seed)
+    config = OmegaConf.to_container(cfg.data, resolve=True)
+    data = tokenize_data(read_data(config, cfg.seed), config, tokenizer)
     objectives = Objectives.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
     args = TrainingArguments(output_dir=str(tmp_path / "eval"), per_device_eval_batch_size=128, report_to=[])
     trainer = Trainer(model=model, args=args, eval_dataset=data.eval, data_collator=DataCollatorWithPadding(tokenizer),
@@ -55,7 +56,7 @@ def test_kept_model_is_replaced_only_by_a_better_trial(tmp_path: Path) -> None:
     model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))
 
     def outcome(value: float) -> TrialOutcome:
-        return TrialOutcome({"learning_rate": value}, TrialState.COMPLETE, [value], {"eval_accuracy": value})
+        return TrialOutcome(state=TrialState.COMPLETE, params={"learning_rate": value}, values=[value], metrics={"eval_accuracy": value})
 
     assert keeper.offer(model, None, outcome(0.6))
     assert not keeper.offer(model, None, outcome(0.5))  # worse: the kept model stays

@@ -30,7 +30,7 @@ def test_smoke_search_from_another_directory(cli: Callable[..., subprocess.Compl
 
 def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     secret = "sk-test-0123456789abcdef"
-    done = cli(*SMOKE, "n_trials=1", f"+backend.api_token={secret}", "+notes=postgresql://bob:hunter2@db/x",
+    done = cli(*SMOKE, "n_trials=1", f"+training.hub_token={secret}", "+notes=postgresql://bob:hunter2@db/x",
                WANDB_API_KEY=secret)
     assert done.returncode == 0, done.stderr
     written = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.suffix in (".yaml", ".json", ".csv", ".log")]
@@ -42,6 +42,8 @@ def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.Completed
 
 
 BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
+    (["+backend.samplr=tpe"], "backend.samplr: not a setting of backend; did you mean 'sampler'?"),
+    (["backend.wait_s=fast"], "backend.wait_s: must be a number >= 0 or null (got 'fast')"),
     (["backend=nope"], "backend: unknown backend 'nope'; choose one of"),
     (["experiment=nope"], "experiment: unknown experiment 'nope'; choose one of"),
     (["space.learning_rate.low=1.0"], "space.learning_rate: low must be <= high (low=1.0, high=0.01)"),

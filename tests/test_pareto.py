@@ -37,7 +37,7 @@ def test_dominance_honours_each_direction(a: tuple, b: tuple, directions: list[s
 
 def test_pareto_front_with_mixed_directions_ignores_failed_trials() -> None:
     def trial(number: int, values: list[float] | None, state: str = "COMPLETE") -> TrialRecord:
-        return TrialRecord(number, state, values, {})
+        return TrialRecord(number=number, state=state, values=values, params={})
 
     trials = [
         trial(0, [0.80, 100.0]), trial(1, [0.85, 200.0]), trial(2, [0.70, 150.0]),  # 2 is dominated by 0

@@ -29,7 +29,7 @@ def test_study_on_postgres_resumes_to_n_trials(make_config: Callable[..., DictCo
 
 
 def open_when_all_are_ready(url: str, ready: Barrier) -> str:
-    from hpsearch.backends.optuna import open_storage
+    from hpsearch.backends.optuna.study import open_storage
 
     ready.wait()
     open_storage(url).get_all_studies()

@@ -58,7 +58,7 @@ def test_trials_reach_training_arguments_and_model_init(make_config: Callable[..
 
     def spy(self, trial):  # type: ignore[no-untyped-def]
         original(self, trial)
-        if trial is not None:
+        if self._trial_params is not None:  # inside a trial, not the Trainer's own set-up
             seen.append((self.args.learning_rate, self.model.config.hidden_dropout_prob, self.args.per_device_train_batch_size))
 
     trainer_module.SearchTrainer._hp_search_setup = spy
@@ -118,13 +118,13 @@ def test_nan_objective_is_a_failed_trial(make_config: Callable[..., DictConfig])
 def test_default_demo_composes_and_its_model_and_data_load(make_config: Callable[..., DictConfig]) -> None:
     from hydra.utils import instantiate
 
-    from hpsearch.data import load_data
+    from hpsearch.data import read_data, tokenize_data
     from hpsearch.model import ModelInit
 
     cfg = make_config()
     assert cfg.backend.name == "optuna" and cfg.n_trials == 4
     tokenizer = instantiate(cfg.model.tokenizer)
-    data = load_data(cfg.data, tokenizer, seed=cfg.seed)
+    data = tokenize_data(read_data(cfg.data, cfg.seed), cfg.data, tokenizer)
     assert (len(data.train), len(data.eval)) == (1500, 500)
     assert data.label_names == ["fresh", "rotten"]
     assert 0.40 < sum(data.eval["labels"]) / len(data.eval) < 0.44  # stratified: 42% "rotten", as in the corpus

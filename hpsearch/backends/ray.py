@@ -41,17 +41,36 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hpsearch.backends.base import Backend, SearchJob, method_name, require_in_training_eval
-from hpsearch.errors import BackendUnavailableError, ConfigError, first_line
+from hpsearch.backends.base import Backend, SamplesNatively, SearchJob, method_name, require_in_training_eval
+from hpsearch.errors import BackendUnavailableError, ConfigError, TrialFailed, first_line
 from hpsearch.objective import Objectives
-from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
+from hpsearch.settings import Settings
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
+from hpsearch.trials import TrialOutcome, TrialRecord, TrialState, stored_trial
+
+if TYPE_CHECKING:
+    from hpsearch.loop import TrialLoop
 
 SCHEDULERS = ("none", "asha", "median", "pbt")
 SEARCH_ALGORITHMS = ("basic", "optuna")
+MODES = {"maximize": "max", "minimize": "min"}  # an objective's direction as Ray's ``mode``
 DONE_FLAG = "hpsearch_done"  # set in a trial's final report; a trial stopped early by a scheduler lacks it
+
+
+@dataclass(frozen=True)
+class RaySettings(Settings):
+    """``conf/backend/ray.yaml``."""
+
+    address: str | None
+    num_cpus: int | None
+    resources_per_trial: dict[str, float]
+    max_concurrent_trials: int | None
+    search_alg: str
+    scheduler: str
+    scheduler_kwargs: dict[str, Any]
+    log_to_driver: bool
 
 
 def domain(param: Param) -> Any:
@@ -106,9 +125,6 @@ class TrialPayload:
         trainer.remove_callback(PrinterCallback)
         return trainer
 
-    def params(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        return self.space.cast({key: value for key, value in config.items() if key in self.space.names})
-
 
 def _final_report(outcome: TrialOutcome, objectives: Objectives) -> dict[str, Any]:
     values = dict(zip(objectives.names, outcome.values or []))
@@ -119,14 +135,10 @@ def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     """The Ray Tune function trainable: runs in a Ray worker."""
     from ray import tune
 
-    from hpsearch.errors import TrialFailed
-
-    from hpsearch.trainer import TrialHooks
-
     trainer = payload.trainer()
     if payload.report_intermediate:
-        trainer.attach(TrialHooks(report=lambda trial, step, metrics: _report(trainer, step, metrics, payload.checkpoint_reports)))
-    outcome = trainer.run_trial(payload.params(config), resume_from_checkpoint=_restored_checkpoint())
+        trainer.reporter = lambda handle, step, metrics: _report(trainer, step, metrics, payload.checkpoint_reports)
+    outcome = trainer.run_trial(payload.space.read(config), resume_from_checkpoint=_restored_checkpoint())
     if outcome.state is TrialState.FAIL:
         raise TrialFailed(outcome.error or "trial failed")
     tune.report(_final_report(outcome, payload.objectives))
@@ -154,8 +166,9 @@ def _restored_checkpoint() -> str | None:
     return str(found[-1]) if found else None
 
 
-class RayBackend(Backend):
+class RayBackend(Backend[RaySettings], SamplesNatively):
     name = "ray"
+    settings_type = RaySettings
     package = "ray[tune]"
     extra = "ray"
     runs_under_torchrun = False
@@ -165,9 +178,9 @@ class RayBackend(Backend):
         "and give each trial devices with backend.resources_per_trial"
     )
 
-    def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
+    def validate(self, settings: RaySettings, objectives: Objectives, training: Mapping[str, Any]) -> None:
         self.require("ray.tune")
-        scheduler, algorithm = settings.get("scheduler", "none"), settings.get("search_alg", "basic")
+        scheduler, algorithm = settings.scheduler, settings.search_alg
         if scheduler not in SCHEDULERS:
             raise ConfigError(f"backend.scheduler: unknown scheduler {scheduler!r}; choose one of {list(SCHEDULERS)}")
         if algorithm not in SEARCH_ALGORITHMS:
@@ -179,11 +192,11 @@ class RayBackend(Backend):
         if objectives.is_multi and algorithm != "optuna":
             raise ConfigError("backend.search_alg: several objectives need search_alg=optuna (OptunaSearch)")
 
-    def _scheduler(self, job: SearchJob) -> Any:
+    def _scheduler(self, job: SearchJob[RaySettings]) -> Any:
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, PopulationBasedTraining
 
-        options = dict(job.settings.get("scheduler_kwargs") or {})
-        name = job.settings.get("scheduler", "none")
+        options = dict(job.settings.scheduler_kwargs)
+        name = job.settings.scheduler
         if name == "pbt":  # explores around the same domains the trials were drawn from
             mutations = {param.name: domain(param) for param in job.space.tunable}
             return PopulationBasedTraining(
@@ -191,27 +204,27 @@ class RayBackend(Backend):
             )
         return {"none": FIFOScheduler, "asha": ASHAScheduler, "median": MedianStoppingRule}[name](**options)
 
-    def _search_alg(self, job: SearchJob) -> Any:
-        if job.settings.get("search_alg", "basic") == "basic":
+    def _search_alg(self, job: SearchJob[RaySettings]) -> Any:
+        if job.settings.search_alg == "basic":
             from ray.tune.search.basic_variant import BasicVariantGenerator
 
             return BasicVariantGenerator(random_state=job.seed)
         from ray.tune.search.optuna import OptunaSearch
 
-        names, modes = job.objectives.names, [d[:3] for d in job.objectives.directions]
+        names, modes = job.objectives.names, [MODES[d] for d in job.objectives.directions]
         if job.objectives.is_multi:
             return OptunaSearch(metric=names, mode=modes, seed=job.seed)
         return OptunaSearch(seed=job.seed)
 
     @contextmanager
-    def _ray_runtime(self, settings: Mapping[str, Any]) -> Iterator[None]:
+    def _ray_runtime(self, settings: RaySettings) -> Iterator[None]:
         """Connect to ``backend.address``, or start a local runtime for this search and stop it afterwards."""
         import ray
 
         if ray.is_initialized():
             yield
             return
-        address = settings.get("address")
+        address = settings.address
         temp_dir = None
         if not address:
             # A local runtime serves only this machine: loopback only, token authentication, private files.
@@ -224,9 +237,9 @@ class RayBackend(Backend):
         try:
             ray.init(
                 address=address or None,
-                num_cpus=None if address else settings.get("num_cpus"),
+                num_cpus=None if address else settings.num_cpus,
                 include_dashboard=False,
-                log_to_driver=bool(settings.get("log_to_driver", False)),
+                log_to_driver=settings.log_to_driver,
                 configure_logging=False,
                 _node_ip_address=None if address else "127.0.0.1",
                 _temp_dir=temp_dir,
@@ -243,17 +256,21 @@ class RayBackend(Backend):
             if temp_dir is not None:
                 shutil.rmtree(temp_dir, ignore_errors=True)
 
-    def _experiment(self, job: SearchJob) -> Path:
+    def _experiment(self, job: SearchJob[RaySettings]) -> Path:
         return self.keep_with_study(job, "ray") / job.study_name
 
-    def method(self, settings: Mapping[str, Any]) -> str:
-        return method_name(settings.get("search_alg", "basic"), settings.get("scheduler", "none"))
+    def method(self, settings: RaySettings) -> str:
+        return method_name(settings.search_alg, settings.scheduler)
 
-    def search(self, job: SearchJob) -> None:
+    def prepare(self, job: SearchJob[RaySettings]) -> None:
+        """Nothing to create ahead: Ray's experiment folder is written by its first fit, and restored after."""
+
+    def search(self, job: SearchJob[RaySettings], loop: TrialLoop) -> None:
+        """Ray Tune schedules the trials itself, in its own worker processes; the driver records each one."""
         from ray import tune
 
-        trainer = job.loop.trainer
-        resources = dict(job.settings.get("resources_per_trial") or {"cpu": 1})
+        trainer = loop.trainer
+        resources = dict(job.settings.resources_per_trial or {"cpu": 1})
         payload = TrialPayload(
             trainer_kwargs={
                 "hpsearch_model_init": trainer.hpsearch_model_init,
@@ -267,27 +284,25 @@ class RayBackend(Backend):
             },
             space=job.space,
             objectives=job.objectives,
-            report_intermediate=job.settings.get("scheduler", "none") != "none",
-            checkpoint_reports=job.settings.get("scheduler") == "pbt",
+            report_intermediate=job.settings.scheduler != "none",
+            checkpoint_reports=job.settings.scheduler == "pbt",
             threads=max(1, int(resources.get("cpu", 1))),
         )
         # Snapshot the experiment every second, so a killed search resumes from nearly where it stopped.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
         experiment = self._experiment(job)
-        global _driver_job
-        _driver_job = job
+        global _driver
+        _driver = (job, loop)
         with self._ray_runtime(job.settings):
             _check_resources(resources)
             trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload), resources)
             if tune.Tuner.can_restore(str(experiment)):
-                job.loop.start(sum(record.state.finished for record in self.records(job)))
                 tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=False)
             else:
-                job.loop.start(0)
                 tuner = self._new_tuner(job, trainable, experiment)
             tuner.fit()
 
-    def _new_tuner(self, job: SearchJob, trainable: Any, experiment: Path) -> Any:
+    def _new_tuner(self, job: SearchJob[RaySettings], trainable: Any, experiment: Path) -> Any:
         from ray import tune
 
         single = not job.objectives.is_multi
@@ -296,9 +311,9 @@ class RayBackend(Backend):
             param_space=param_space(job.space),
             tune_config=tune.TuneConfig(
                 metric=job.objectives.names[0] if single else None,
-                mode=job.objectives.directions[0][:3] if single else None,
+                mode=MODES[job.objectives.directions[0]] if single else None,
                 num_samples=job.n_trials,
-                max_concurrent_trials=job.settings.get("max_concurrent_trials") or (job.workers if job.workers > 1 else None),
+                max_concurrent_trials=job.settings.max_concurrent_trials or (job.workers if job.workers > 1 else None),
                 reuse_actors=True,  # a Ray worker process trains trial after trial
                 search_alg=self._search_alg(job),
                 scheduler=self._scheduler(job),
@@ -312,7 +327,7 @@ class RayBackend(Backend):
             ),
         )
 
-    def records(self, job: SearchJob) -> list[TrialRecord]:
+    def records(self, job: SearchJob[RaySettings]) -> list[TrialRecord]:
         """Read back from the experiment's files, in the order Ray created the trials."""
         import logging
 
@@ -322,29 +337,7 @@ class RayBackend(Backend):
         if not any(experiment.glob("experiment_state-*.json")):
             return []
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # trials yet to report
-        records = []
-        for number, trial in enumerate(ExperimentAnalysis(str(experiment)).trials):
-            metrics = dict(trial.last_result or {})
-            params = job.space.cast({k: v for k, v in (trial.config or {}).items() if k in job.space.names})
-            if trial.status == "ERROR":
-                state = TrialState.FAIL
-            elif metrics.get(DONE_FLAG):
-                state = TrialState.COMPLETE
-            else:  # stopped early by a scheduler, or not finished yet
-                state = TrialState.PRUNED if trial.status == "TERMINATED" else TrialState.RUNNING
-            records.append(
-                TrialRecord(
-                    number=number,
-                    state=state,
-                    values=[float(metrics[n]) for n in job.objectives.names] if state is TrialState.COMPLETE else None,
-                    params=params,
-                    metrics={k: float(v) for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))},
-                    duration_s=metrics.get("duration_s") or metrics.get("time_total_s"),
-                    key=trial.trial_id,
-                    finished_at=metrics.get("timestamp"),
-                )
-            )
-        return records
+        return [_trial_record(number, trial, job) for number, trial in enumerate(ExperimentAnalysis(str(experiment)).trials)]
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         import numpy as np
@@ -378,31 +371,39 @@ def _check_resources(resources: Mapping[str, float]) -> None:
             )
 
 
-def _outcome_of(trial: Any, job: SearchJob, error: str | None = None) -> TrialOutcome:
+def _trial_record(number: int, trial: Any, job: SearchJob[RaySettings], ended: bool = False, error: str | None = None) -> TrialRecord:
+    """A Ray trial as hpsearch records it; ``ended``: Ray just reported it done (a scheduler may have stopped it)."""
     metrics = dict(trial.last_result or {})
-    values = [float(metrics[n]) for n in job.objectives.names if n in metrics]
-    done = bool(metrics.get(DONE_FLAG)) and error is None
-    return TrialOutcome(
-        params={k: v for k, v in trial.config.items() if k in job.space.names},
-        state=TrialState.COMPLETE if done else TrialState.FAIL if error else TrialState.PRUNED,
-        values=values if done else None,
-        metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
-        duration_s=float(metrics.get("time_total_s", 0.0)),
+    if error is not None or trial.status == "ERROR":
+        state = TrialState.FAIL
+    elif metrics.get(DONE_FLAG):
+        state = TrialState.COMPLETE
+    else:  # stopped early by a scheduler, or not finished yet
+        state = TrialState.PRUNED if ended or trial.status == "TERMINATED" else TrialState.RUNNING
+    return stored_trial(
+        number=number,
+        state=state,
+        params=job.space.read(trial.config or {}),
+        reported=metrics,
+        values=[float(metrics[n]) for n in job.objectives.names] if state is TrialState.COMPLETE else None,
+        duration_s=metrics.get("duration_s") or metrics.get("time_total_s"),
         error=error,
+        key=trial.trial_id,
+        finished_at=metrics.get("timestamp"),
     )
 
 
-_driver_job: SearchJob | None = None  # the search this driver process runs
+_driver: tuple[SearchJob[RaySettings], TrialLoop] | None = None  # the search this driver process runs
 
 
 class _DriverOnly:
     """Ray pickles the run config, callbacks included, into the experiment and restores it on resume; the
-    callbacks hold no state and find this process's search job here."""
+    callbacks hold no state and find this process's search and trial loop here."""
 
     @property
-    def job(self) -> SearchJob:
-        assert _driver_job is not None
-        return _driver_job
+    def driver(self) -> tuple[SearchJob[RaySettings], TrialLoop]:
+        assert _driver is not None
+        return _driver
 
 
 def _progress_callback() -> Any:
@@ -411,11 +412,13 @@ def _progress_callback() -> Any:
 
     class ProgressCallback(_DriverOnly, Callback):
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            self.job.loop.record(_outcome_of(trial, self.job))  # failure budget, progress, tracking=wandb
+            job, loop = self.driver
+            loop.record(_trial_record(trials.index(trial), trial, job, ended=True))  # failures, progress, tracking
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            job, loop = self.driver
             error = f"Ray trial {trial.trial_id} raised; see {trial.local_path}"
-            self.job.loop.record(_outcome_of(trial, self.job, error=error))
+            loop.record(_trial_record(trials.index(trial), trial, job, error=error))
 
     return ProgressCallback()
 
@@ -429,7 +432,7 @@ def _failure_stopper() -> Any:
             return False
 
         def stop_all(self) -> bool:
-            return self.job.loop.stopped
+            return self.driver[1].stopped
 
     return FailureStopper()
 

@@ -32,15 +32,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob
+from hpsearch.backends.base import Backend, RemembersRemoteStudy, SamplesNatively, SearchJob
 from hpsearch.errors import BackendUnavailableError, ConfigError, first_line, root_cause
 from hpsearch.imports import require
 from hpsearch.loop import Train, TrialSource
 from hpsearch.objective import Objectives
+from hpsearch.settings import Settings
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
-from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
+from hpsearch.trials import TrialOutcome, TrialRecord, TrialState, stored_trial
 
 TOKEN_ENV = "SIGOPT_API_TOKEN"
 EXPERIMENT_ID = "experiment_id"
@@ -68,68 +70,76 @@ def native_parameter(param: Param) -> dict[str, Any] | None:
 
 
 def typed_assignments(space: SearchSpace, assignments: Mapping[str, Any]) -> dict[str, Any]:
-    """Typed values for every parameter from SigOpt's assignments (log-scale ints come back as doubles)."""
-    values = {**single_values(space), **dict(assignments)}
+    """Typed values for every parameter from SigOpt's assignments (log-scale ints come back as doubles; the
+    parameters SigOpt is not asked about have a single value)."""
+    values = dict(assignments)
     for param in space:
         if isinstance(param, IntParam) and param.log and param.name in assignments:
             values[param.name] = round(float(assignments[param.name]))
-    return space.cast(values)
-
-
-def single_values(space: SearchSpace) -> dict[str, Any]:
-    """Values of the parameters SigOpt is not asked about."""
-    representative = space.representative()
-    return {param.name: representative[param.name] for param in space if native_parameter(param) is None}
+    return space.read(values)
 
 
 def native_parameters(space: SearchSpace) -> list[dict[str, Any]]:
     return [native for native in map(native_parameter, space) if native is not None]
 
 
-class SigOptBackend(Backend):
+@dataclass(frozen=True)
+class SigOptSettings(Settings):
+    """``conf/backend/sigopt.yaml``. The token comes only from the ``SIGOPT_API_TOKEN`` environment variable."""
+
+    api_url: str | None
+    verify_ssl: bool
+    timeout_s: float
+    experiment_id: str | int | None
+    driver: str
+
+
+class SigOptBackend(Backend[SigOptSettings], RemembersRemoteStudy[SigOptSettings], SamplesNatively):
     name = "sigopt"
+    settings_type = SigOptSettings
     package = "sigopt"
     extra = "sigopt"
 
-    def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
+    def validate(self, settings: SigOptSettings, objectives: Objectives, training: Mapping[str, Any]) -> None:
         self.require("sigopt")
-        if settings.get("driver", "http") == "http" and not os.environ.get(TOKEN_ENV):
+        if settings.driver not in ("http", "lite"):
+            raise ConfigError(f"backend.driver: must be http or lite (got {settings.driver!r})")
+        if settings.driver == "http" and not os.environ.get(TOKEN_ENV):
             raise ConfigError(
                 f"backend=sigopt: set the {TOKEN_ENV} environment variable "
                 "(and SIGOPT_API_URL for a self-hosted server)"
             )
-        if settings.get("driver", "http") not in ("http", "lite"):
-            raise ConfigError(f"backend.driver: must be http or lite (got {settings.get('driver')!r})")
 
     def __init__(self) -> None:
         self._connection: Any = None  # a client cache; with sigoptlite it also holds the experiment, in memory
 
-    def connection(self, settings: Mapping[str, Any]) -> Any:
+    def connection(self, settings: SigOptSettings) -> Any:
         """One connection per backend: sigoptlite keeps its experiments inside it."""
         if self._connection is not None:
             return self._connection
-        sigopt = self.require("sigopt")
-        if settings.get("driver") == "lite":
-            require("sigoptlite", "backend.driver=lite", "sigoptlite")
-            self._connection = sigopt.Connection(driver="lite")
+        if settings.driver == "lite":
+            self._connection = self._lite_connection()
             return self._connection
-        connection = sigopt.Connection(client_token=os.environ.get(TOKEN_ENV))
-        if settings.get("api_url"):
-            connection.set_api_url(settings["api_url"])
-        connection.set_verify_ssl_certs(bool(settings.get("verify_ssl", True)))
-        connection.set_timeout(float(settings.get("timeout_s", 30)))
+        connection = self.require("sigopt").Connection(client_token=os.environ.get(TOKEN_ENV))
+        if settings.api_url:
+            connection.set_api_url(settings.api_url)
+        connection.set_verify_ssl_certs(settings.verify_ssl)
+        connection.set_timeout(float(settings.timeout_s))
         self._connection = connection
         return connection
 
-    def _call(self, job: SearchJob, request: Any) -> Any:
+    def _lite_connection(self) -> Any:
+        require("sigoptlite", "backend.driver=lite", "sigoptlite")
+        return self.require("sigopt").Connection(driver="lite")
+
+    def _call(self, job: SearchJob[SigOptSettings], request: Any) -> Any:
         """Run one API request; connection and API errors become one line."""
         from sigopt.exception import ApiException, ConnectionException
 
-        settings = job.settings
         try:
             return request()
         except ConnectionException as error:
-            url = settings.get("api_url") or os.environ.get("SIGOPT_API_URL") or "https://api.sigopt.com"
+            url = job.settings.api_url or os.environ.get("SIGOPT_API_URL") or "https://api.sigopt.com"
             raise BackendUnavailableError(
                 f"backend=sigopt: cannot reach the SigOpt API at {url} ({first_line(root_cause(error))}); "
                 "check SIGOPT_API_URL and that the server runs"
@@ -143,12 +153,12 @@ class SigOptBackend(Backend):
                 f"check {TOKEN_ENV} and backend settings"
             ) from None
 
-    def _experiment_id(self, job: SearchJob) -> str | None:
-        if job.settings.get("driver") == "lite":
+    def _experiment_id(self, job: SearchJob[SigOptSettings]) -> str | None:
+        if job.settings.driver == "lite":
             return LITE_EXPERIMENT_ID if self._lite_experiment_exists(job) else None
         return self.remembered_id(job, EXPERIMENT_ID)
 
-    def _lite_experiment_exists(self, job: SearchJob) -> bool:
+    def _lite_experiment_exists(self, job: SearchJob[SigOptSettings]) -> bool:
         """sigoptlite holds one experiment, in this process's connection: nothing outlives the process."""
         from sigopt.exception import SigOptException
 
@@ -158,7 +168,7 @@ class SigOptBackend(Backend):
             return False
         return True
 
-    def _create_experiment(self, connection: Any, job: SearchJob) -> str:
+    def _create_experiment(self, connection: Any, job: SearchJob[SigOptSettings]) -> str:
         experiment = self._call(
             job,
             lambda: connection.experiments().create(
@@ -170,32 +180,32 @@ class SigOptBackend(Backend):
                 parallel_bandwidth=job.workers,
             ),
         )
-        if job.settings.get("driver") != "lite":
+        if job.settings.driver != "lite":
             self.remember_id(job, EXPERIMENT_ID, str(experiment.id))
         return str(experiment.id)
 
-    def _observations(self, connection: Any, job: SearchJob, experiment_id: str) -> list[Any]:
+    def _observations(self, connection: Any, job: SearchJob[SigOptSettings], experiment_id: str) -> list[Any]:
         pages = self._call(job, lambda: list(connection.experiments(experiment_id).observations().fetch().iterate_pages()))
         return sorted(pages, key=lambda o: (o.created or 0, int(o.id) if str(o.id).isdigit() else 0))
 
-    def method(self, settings: Mapping[str, Any]) -> str:
-        return "sigoptlite" if settings.get("driver") == "lite" else "sigopt server"
+    def method(self, settings: SigOptSettings) -> str:
+        return "sigoptlite" if settings.driver == "lite" else "sigopt server"
 
-    def prepare(self, job: SearchJob) -> None:
+    def prepare(self, job: SearchJob[SigOptSettings]) -> None:
         """Create the experiment, or close the suggestions a crashed run left open, before workers share it.
         An experiment joined by ``backend.experiment_id`` may have other machines' trials open: left alone."""
         connection = self.connection(job.settings)
         joined = self._experiment_id(job)
         experiment_id = joined or self._create_experiment(connection, job)
-        if joined and not job.settings.get(EXPERIMENT_ID):
+        if joined and not self.configured_id(job, EXPERIMENT_ID):
             self._call(job, lambda: connection.experiments(experiment_id).suggestions().delete(state="open"))
 
-    def search(self, job: SearchJob) -> None:
-        if not job.loop.shared:  # a worker joins the experiment its launcher prepared
-            self.prepare(job)
-        job.loop.run(ExperimentSource(self, job, self._experiment_id(job)))
+    def source(self, job: SearchJob[SigOptSettings]) -> TrialSource:
+        experiment_id = self._experiment_id(job)
+        assert experiment_id is not None, "prepare() creates the experiment"
+        return ExperimentSource(self, job, experiment_id)
 
-    def records(self, job: SearchJob) -> list[TrialRecord]:
+    def records(self, job: SearchJob[SigOptSettings]) -> list[TrialRecord]:
         experiment_id = self._experiment_id(job)
         if experiment_id is None:
             return []
@@ -205,20 +215,21 @@ class SigOptBackend(Backend):
             metadata = dict(observation.metadata or {})
             by_name = {value.name: value.value for value in observation.values or []}
             records.append(
-                TrialRecord(
+                stored_trial(
                     number=number,
                     state=TrialState.FAIL if observation.failed else TrialState.COMPLETE,
-                    values=None if observation.failed else [by_name[name] for name in job.objectives.names],
                     params=typed_assignments(job.space, observation.assignments),
-                    metrics={k: float(v) for k, v in metadata.items() if k not in ("duration_s", "error") and isinstance(v, (int, float))},
+                    reported=metadata,
+                    values=None if observation.failed else [by_name[name] for name in job.objectives.names],
                     duration_s=metadata.get("duration_s"),
+                    error=metadata.get("error"),
                     key=str(observation.id),
                     finished_at=float(observation.created) if observation.created else None,
                 )
             )
         return records
 
-    def pareto_numbers(self, job: SearchJob, records: list[TrialRecord]) -> list[int] | None:
+    def pareto_numbers(self, job: SearchJob[SigOptSettings], records: list[TrialRecord]) -> list[int] | None:
         """A multi-metric experiment's best_assignments are its Pareto frontier, matched to the records by
         observation id, or by values where the server gives none (sigoptlite)."""
         experiment_id = self._experiment_id(job)
@@ -237,7 +248,7 @@ class SigOptBackend(Backend):
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         """Suggestions from sigoptlite, SigOpt's own optimizer, in memory."""
-        connection = self.connection({"driver": "lite"})
+        connection = self._lite_connection()
         experiment = connection.experiments().create(
             name=f"hpsearch-conformance-{seed}",
             type="offline",
@@ -258,7 +269,7 @@ class SigOptBackend(Backend):
 class ExperimentSource(TrialSource):
     """A SigOpt experiment as a ``TrialSource``: a suggestion per trial, an observation per outcome."""
 
-    def __init__(self, backend: SigOptBackend, job: SearchJob, experiment_id: str) -> None:
+    def __init__(self, backend: SigOptBackend, job: SearchJob[SigOptSettings], experiment_id: str) -> None:
         self.backend = backend
         self.job = job
         self.experiment_id = experiment_id
@@ -267,12 +278,9 @@ class ExperimentSource(TrialSource):
     def _observations(self) -> list[Any]:
         return self.backend._observations(self.backend.connection(self.job.settings), self.job, self.experiment_id)
 
-    def finished(self) -> int:
-        return sum(not o.failed for o in self._observations())
-
     def next(self, train: Train) -> TrialOutcome:
         job = self.job
-        if job.settings.get("driver") == "lite":
+        if job.settings.driver == "lite":
             # sigoptlite draws from numpy's global generator, which every trial's set_seed resets: without a
             # fresh seed per suggestion it would suggest the same point again and again.
             import numpy as np
@@ -280,13 +288,13 @@ class ExperimentSource(TrialSource):
             np.random.seed(job.seed + len(self._observations()))
         suggestion = self.backend._call(job, lambda: self.experiment.suggestions().create())
         outcome = train(suggestion, typed_assignments(job.space, suggestion.assignments))
-        metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s, 3)}
+        metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s or 0.0, 3)}
         if outcome.state is TrialState.COMPLETE:
             report: dict[str, Any] = {"values": [{"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.values)]}
         else:
             report = {"failed": True}
             metadata["error"] = (outcome.error or "")[:400]
-        if job.settings.get("driver") != "lite":  # sigoptlite has no observation metadata
+        if job.settings.driver != "lite":  # sigoptlite has no observation metadata
             report["metadata"] = metadata
         self.backend._call(job, lambda: self.experiment.observations().create(suggestion=suggestion.id, **report))
         return outcome

@@ -36,19 +36,48 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpsearch.backends.base import Backend, SearchJob, method_name, require_in_training_eval
+from hpsearch.backends.base import (
+    Backend,
+    RemembersRemoteStudy,
+    SamplesNatively,
+    SearchJob,
+    method_name,
+    require_in_training_eval,
+)
 from hpsearch.errors import BackendUnavailableError, ConfigError, HPSearchError, first_line, root_cause
 from hpsearch.imports import require
 from hpsearch.loop import Train, TrialSource
-from hpsearch.objective import Objectives
+from hpsearch.objective import Objective, Objectives
+from hpsearch.settings import Settings
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
-from hpsearch.trials import SearchResult, TrialOutcome, TrialRecord
-from hpsearch.wandb_tracking import USER_WANDB_DIR, log_outcome, records_from_runs, result_tags, tag_runs
+from hpsearch.tracking.wandb import (
+    DURATION_KEY,
+    ERROR_KEY,
+    STATE_KEY,
+    USER_WANDB_DIR,
+    WandbTracker,
+    log_outcome,
+    result_tags,
+    tag_runs,
+)
+from hpsearch.trials import SearchResult, TrialOutcome, TrialRecord, TrialState, stored_trial
 
 METHODS = ("random", "grid", "bayes")
+
+
+@dataclass(frozen=True)
+class WandbSettings(Settings):
+    """``conf/backend/wandb.yaml``. Credentials and server come from ``WANDB_API_KEY`` / ``WANDB_BASE_URL``."""
+
+    entity: str | None
+    project: str | None
+    sweep_id: str | None
+    method: str
+    early_terminate: dict[str, Any] | None
 
 
 def sweep_parameter(param: Param) -> dict[str, Any]:
@@ -72,14 +101,16 @@ def sweep_parameter(param: Param) -> dict[str, Any]:
     return {"values": param.values()}
 
 
-def sweep_config(space: SearchSpace, objectives: Objectives, settings: Mapping[str, Any]) -> dict[str, Any]:
+def sweep_config(
+    space: SearchSpace, objectives: Objectives, method: str, early_terminate: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "method": settings.get("method", "bayes"),
+        "method": method,
         "metric": {"name": objectives.names[0], "goal": objectives.directions[0]},
         "parameters": {param.name: sweep_parameter(param) for param in space},
     }
-    if settings.get("early_terminate"):
-        config["early_terminate"] = dict(settings["early_terminate"])
+    if early_terminate:
+        config["early_terminate"] = dict(early_terminate)
     return config
 
 
@@ -87,43 +118,45 @@ SWEEP_ID = "sweep_id"
 LOCAL_SWEEP_KEY = "hpsearch/local_sweep"  # run summary key: the local sweep a run belongs to
 
 
-class WandbBackend(Backend):
+class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], SamplesNatively):
     name = "wandb"
+    settings_type = WandbSettings
     package = "wandb"
     extra = "wandb"
-    logs_wandb_runs = True
+    logs_runs_to = WandbTracker.name
 
-    def validate(self, settings: Mapping[str, Any], objectives: Objectives, training: Mapping[str, Any]) -> None:
+    def validate(self, settings: WandbSettings, objectives: Objectives, training: Mapping[str, Any]) -> None:
         self.require("wandb")
         if objectives.is_multi:
             raise ConfigError(
                 "backend=wandb: a W&B sweep optimises a single metric; keep one objective, or use "
                 "backend=optuna/ray/sigopt with tracking=wandb to compare the Pareto trials in W&B"
             )
-        if settings.get("method") not in METHODS:
-            raise ConfigError(f"backend.method: unknown method {settings.get('method')!r}; choose one of {list(METHODS)}")
-        if settings.get("early_terminate"):
+        if settings.method not in METHODS:
+            raise ConfigError(f"backend.method: unknown method {settings.method!r}; choose one of {list(METHODS)}")
+        if settings.early_terminate:
             require_in_training_eval("backend.early_terminate", training, "early termination")
 
-    def _create_sweep(self, wandb: Any, job: SearchJob) -> str:
-        if job.settings.get("method") == "grid":
+    def _create_sweep(self, wandb: Any, job: SearchJob[WandbSettings]) -> str:
+        settings = job.settings
+        if settings.method == "grid":
             job.space.grid("backend.method=grid")  # every parameter must be finite
         try:
             # run_cap: the W&B server stops handing out runs at n_trials, whichever machines run the agents.
             sweep_id = wandb.sweep(
-                {**sweep_config(job.space, job.objectives, job.settings), "run_cap": job.n_trials},
-                entity=job.settings.get("entity"),
-                project=job.settings.get("project"),
+                {**sweep_config(job.space, job.objectives, settings.method, settings.early_terminate), "run_cap": job.n_trials},
+                entity=settings.entity,
+                project=settings.project,
             )
         except Exception as error:  # noqa: BLE001 - wandb raises many types for one unreachable server
             raise _unavailable(error) from None
         self.remember_id(job, SWEEP_ID, str(sweep_id))
         return str(sweep_id)
 
-    def method(self, settings: Mapping[str, Any]) -> str:
-        return method_name(settings.get("method", "bayes"), (settings.get("early_terminate") or {}).get("type"))
+    def method(self, settings: WandbSettings) -> str:
+        return method_name(settings.method, (settings.early_terminate or {}).get("type"))
 
-    def run_files(self, job: SearchJob) -> Path:
+    def run_files(self, job: SearchJob[WandbSettings]) -> Path:
         """Where W&B writes this study's local run files: ``$WANDB_DIR`` when set, else kept with the study's
         state in ``storage_dir`` (so a rerun finds the earlier runs), linked from the run directory."""
         if USER_WANDB_DIR:
@@ -132,7 +165,7 @@ class WandbBackend(Backend):
             return folder
         return self.keep_with_study(job, "wandb", inside="wandb")
 
-    def prepare(self, job: SearchJob) -> None:
+    def prepare(self, job: SearchJob[WandbSettings]) -> None:
         """Create the sweep (or a local one, offline without a server) unless this study_name has one."""
         if self.remembered_id(job, SWEEP_ID):
             return
@@ -143,16 +176,13 @@ class WandbBackend(Backend):
             _check_reachable()
         self._create_sweep(self.require("wandb"), job)
 
-    def search(self, job: SearchJob) -> None:
-        wandb = self.require("wandb")
-        if not job.loop.shared:  # a worker joins the sweep its launcher prepared
-            self.prepare(job)
+    def source(self, job: SearchJob[WandbSettings]) -> TrialSource:
         sweep_id = self.remembered_id(job, SWEEP_ID)
+        assert sweep_id is not None, "prepare() creates the sweep"
         source = LocalSweepSource if _local_engine() else SweepSource
-        job.loop.attach(report=lambda run, step, metrics: run.log(metrics, step=step))
-        job.loop.run(source(self, job, wandb, sweep_id))
+        return source(self, job, self.require("wandb"), sweep_id)
 
-    def _runs(self, job: SearchJob) -> list[Any]:
+    def _runs(self, job: SearchJob[WandbSettings]) -> list[Any]:
         from hpsearch.wandb_files import read_runs
 
         sweep_id = self.remembered_id(job, SWEEP_ID)
@@ -162,26 +192,44 @@ class WandbBackend(Backend):
             sweep = sweep_id.split("/")[-1]
             return [run for run in read_runs(self.run_files(job) / "wandb") if sweep in (run.sweep_id, run.summary.get(LOCAL_SWEEP_KEY))]
         wandb = self.require("wandb")
-        path = "/".join(part for part in (job.settings.get("entity"), job.settings.get("project"), sweep_id) if part)
+        path = "/".join(part for part in (job.settings.entity, job.settings.project, sweep_id) if part)
         try:
             return sorted(wandb.Api().sweep(path).runs, key=lambda run: run.created_at)
         except Exception as error:  # noqa: BLE001
             raise _unavailable(error) from None
 
-    def records(self, job: SearchJob) -> list[TrialRecord]:
-        return records_from_runs(self._runs(job), job.objectives, job.space.names, job.space.cast)
+    def records(self, job: SearchJob[WandbSettings]) -> list[TrialRecord]:
+        """Trial records from W&B runs (offline ``RunFile``s or public-API runs), oldest first."""
+        records = []
+        for number, run in enumerate(self._runs(job)):
+            summary = dict(run.summary)
+            state = TrialState(summary.get(STATE_KEY, TrialState.RUNNING.value))
+            records.append(
+                stored_trial(
+                    number=number,
+                    state=state,
+                    params=job.space.read(dict(run.config)),
+                    reported={name: _summary_value(value) for name, value in summary.items() if not name.startswith("_")},
+                    values=[float(_summary_value(summary[n])) for n in job.objectives.names] if state is TrialState.COMPLETE else None,
+                    duration_s=summary.get(DURATION_KEY),
+                    error=summary.get(ERROR_KEY),
+                    key=getattr(run, "run_id", None) or run.id,
+                    finished_at=summary.get("_timestamp"),
+                )
+            )
+        return records
 
-    def finish(self, job: SearchJob, result: SearchResult) -> None:
+    def finish(self, job: SearchJob[WandbSettings], result: SearchResult) -> None:
         by_number = {trial.number: trial.key for trial in result.trials}
-        tagged = {by_number[number]: [job.study_name, *tags] for number, tags in result_tags(result).items()}
-        tag_runs(self.require("wandb"), job.settings, self.run_files(job), tagged)
+        tagged = {str(by_number[number]): [job.study_name, *tags] for number, tags in result_tags(result).items()}
+        tag_runs(self.require("wandb"), job.settings.entity, job.settings.project, self.run_files(job), tagged)
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         """Suggestions from W&B's own sweep engine (the ``sweeps`` package the W&B server runs)."""
         import numpy as np
 
         sweeps = require("sweeps", "W&B conformance sampling", "sweeps")
-        config = sweep_config(space, _one_metric(), {"method": "random"})
+        config = sweep_config(space, Objectives(items=(Objective("eval_score", "maximize"),)), "random")
         np.random.seed(seed)  # the engine draws from numpy's global generator
         runs: list[Any] = []
         samples = []
@@ -195,15 +243,15 @@ class WandbBackend(Backend):
 class SweepSource(TrialSource):
     """A W&B sweep as a ``TrialSource``: one ``wandb.agent(count=1)`` call per trial, one run per trial."""
 
-    def __init__(self, backend: WandbBackend, job: SearchJob, wandb: Any, sweep_id: str) -> None:
+    def __init__(self, backend: WandbBackend, job: SearchJob[WandbSettings], wandb: Any, sweep_id: str) -> None:
         self.backend = backend
         self.job = job
         self.wandb = wandb
         self.sweep_id = sweep_id
         self.folder = backend.run_files(job)
 
-    def finished(self) -> int:
-        return sum(record.state.finished for record in self.backend.records(self.job))
+    def report(self, handle: Any, step: int, metrics: dict[str, float]) -> None:
+        handle.log(metrics, step=step)  # W&B's early termination reads these
 
     def next(self, train: Train) -> TrialOutcome | None:
         job, box = self.job, {}
@@ -212,8 +260,8 @@ class SweepSource(TrialSource):
                 self.sweep_id,
                 function=lambda: self._trial(train, box),
                 count=1,
-                entity=job.settings.get("entity"),
-                project=job.settings.get("project"),
+                entity=job.settings.entity,
+                project=job.settings.project,
             )
         except HPSearchError:
             raise
@@ -240,10 +288,10 @@ class SweepSource(TrialSource):
 class LocalSweepSource(SweepSource):
     """W&B's own sweep engine in this process, for offline sweeps without a server; one offline run per trial."""
 
-    def __init__(self, backend: WandbBackend, job: SearchJob, wandb: Any, sweep_id: str) -> None:
+    def __init__(self, backend: WandbBackend, job: SearchJob[WandbSettings], wandb: Any, sweep_id: str) -> None:
         super().__init__(backend, job, wandb, sweep_id)
         self.sweeps = require("sweeps", "backend=wandb with WANDB_MODE=offline and no WANDB_BASE_URL", "sweeps", "wandb")
-        self.config = sweep_config(job.space, job.objectives, job.settings)
+        self.config = sweep_config(job.space, job.objectives, job.settings.method, job.settings.early_terminate)
 
     def next(self, train: Train) -> TrialOutcome | None:
         import numpy as np
@@ -289,10 +337,11 @@ def _is_unknown_sweep(error: BaseException) -> bool:
     return "not found" in text or "404" in text
 
 
-def _one_metric() -> Objectives:
-    from hpsearch.objective import Objective
-
-    return Objectives((), (Objective("eval_score", "maximize"),))
+def _summary_value(value: Any) -> Any:
+    """A ``define_metric(summary="max"|"min")`` summary is stored as ``{"max": v}`` / ``{"min": v}``."""
+    if isinstance(value, Mapping):
+        return value.get("max", value.get("min"))
+    return value
 
 
 def _base_url() -> str:

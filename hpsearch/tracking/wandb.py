@@ -1,4 +1,4 @@
-"""W&B run logging shared by the W&B sweeps backend and ``tracking=wandb`` (every other backend).
+"""``tracking=wandb``: W&B run logging for every backend; the W&B sweeps backend logs its runs the same way.
 
 One W&B run per trial, grouped by study (``group=study_name``, ``job_type="trial"``); the objective is logged
 under its metric name with ``define_metric`` so the run summary holds the best value; after the search the
@@ -15,9 +15,12 @@ from typing import Any
 
 from hpsearch.imports import require
 from hpsearch.objective import Objectives
-from hpsearch.trials import SearchResult, TrialOutcome, TrialRecord, TrialState
+from hpsearch.tracking.base import Tracker
+from hpsearch.trials import SearchResult, TrialOutcome, TrialState
 
-STATE_KEY = "hpsearch/state"
+STATE_KEY = "hpsearch/state"  # run summary keys hpsearch writes, and the W&B backend reads back
+DURATION_KEY = "hpsearch/duration_s"
+ERROR_KEY = "hpsearch/error"
 # Read once at import: wandb.agent later sets WANDB_DIR to the working directory for its own runs.
 USER_WANDB_DIR = os.environ.get("WANDB_DIR")
 
@@ -40,20 +43,20 @@ def log_outcome(run: Any, outcome: TrialOutcome, objectives: Objectives) -> None
     values = dict(zip(objectives.names, outcome.values or []))
     run.log({**outcome.metrics, **values})
     run.summary[STATE_KEY] = outcome.state.value
-    run.summary["hpsearch/duration_s"] = outcome.duration_s
+    run.summary[DURATION_KEY] = outcome.duration_s
     if outcome.error:
-        run.summary["hpsearch/error"] = outcome.error[:400]
+        run.summary[ERROR_KEY] = outcome.error[:400]
     run.finish(exit_code=0 if outcome.state is TrialState.COMPLETE else 1)
 
 
-def tag_runs(wandb: Any, settings: Mapping[str, Any], folder: Path, tagged: Mapping[str, list[str]]) -> None:
+def tag_runs(wandb: Any, entity: str | None, project: str | None, folder: Path, tagged: Mapping[str, list[str]]) -> None:
     """Set tags on finished runs by resuming them, the W&B way of editing a run (works offline too).
 
     ``tagged`` holds each run's full tag list: an offline resume cannot see the tags the run already has.
     """
     for run_id, tags in tagged.items():
         run = wandb.init(
-            id=run_id, resume="allow", entity=settings.get("entity"), project=settings.get("project"), dir=str(folder),
+            id=run_id, resume="allow", entity=entity, project=project, dir=str(folder),
         )
         run.tags = tuple(sorted(set(run.tags or ()) | set(tags)))
         run.finish()
@@ -69,8 +72,10 @@ def result_tags(result: SearchResult) -> dict[int, list[str]]:
     return tags
 
 
-class WandbTracker:
+class WandbTracker(Tracker):
     """A trial-loop listener logging every trial of any backend as one W&B run."""
+
+    name = "wandb"
 
     def __init__(self, settings: Mapping[str, Any], study_name: str, backend: str, objectives: Objectives, run_dir: Path) -> None:
         self.wandb = wandb_module("tracking=wandb")
@@ -104,32 +109,4 @@ class WandbTracker:
             for run_id, params in self.logged:
                 if params == by_number[number].params:
                     tagged[run_id] = self.tags + tags
-        tag_runs(self.wandb, self.settings, self.folder, tagged)
-
-
-def records_from_runs(runs: list[Any], objectives: Objectives, names: list[str], cast: Any) -> list[TrialRecord]:
-    """Trial records from W&B runs (offline ``RunFile``s or public-API runs), oldest first."""
-    records = []
-    for number, run in enumerate(runs):
-        summary = dict(run.summary)
-        state = TrialState(summary.get(STATE_KEY, TrialState.RUNNING.value))
-        records.append(
-            TrialRecord(
-                number=number,
-                state=state,
-                values=[_summary_value(summary[n]) for n in objectives.names] if state is TrialState.COMPLETE else None,
-                params=cast({k: v for k, v in dict(run.config).items() if k in names}),
-                metrics={k: _summary_value(v) for k, v in summary.items() if k.startswith("eval_")},
-                duration_s=summary.get("hpsearch/duration_s"),
-                key=getattr(run, "run_id", None) or run.id,
-                finished_at=summary.get("_timestamp"),
-            )
-        )
-    return records
-
-
-def _summary_value(value: Any) -> float:
-    """A ``define_metric(summary="max"|"min")`` summary is stored as ``{"max": v}`` / ``{"min": v}``."""
-    if isinstance(value, Mapping):
-        value = value.get("max", value.get("min"))
-    return float(value)
+        tag_runs(self.wandb, self.settings.get("entity"), self.settings.get("project"), self.folder, tagged)

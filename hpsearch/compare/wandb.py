@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from hpsearch.compare.table import cell_text
 from hpsearch.errors import BackendUnavailableError, ConfigError, first_line
 from hpsearch.imports import require
 
 if TYPE_CHECKING:
-    from hpsearch.compare import Search
+    from hpsearch.compare.searches import Search
 
 
 def build_report(target: str, searches: Sequence[Search], rows: Sequence[dict[str, Any]]) -> str:
@@ -61,8 +62,6 @@ def build_report(target: str, searches: Sequence[Search], rows: Sequence[dict[st
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    from hpsearch.compare import cell_text
-
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell_text(row[column]) for column in header) + " |" for row in rows]

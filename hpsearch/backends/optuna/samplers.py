@@ -1,0 +1,53 @@
+"""optuna's samplers and pruners by the names ``backend.sampler`` and ``backend.pruner`` take."""
+
+from __future__ import annotations
+
+import os
+import socket
+import zlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.space import SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+
+
+def make_sampler(name: str, options: Mapping[str, Any], space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, **options),
+        "grid": lambda: optuna.samplers.GridSampler(space.grid("backend.sampler=grid"), seed=seed, **options),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **options),
+    }
+    return factories[name]()
+
+
+def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    import optuna
+
+    factories: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+        "none": lambda: optuna.pruners.NopPruner(),
+        "median": lambda: optuna.pruners.MedianPruner(**options),
+        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(**options),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(**options),
+    }
+    return factories[name]()
+
+
+def sampler_seed(seed: int, stored_trials: int, shared: bool) -> int:
+    """Offset by the trials already stored, so that a resumed study does not replay its first samples; mixed
+    with the process and machine when others share the study, so that no two of them draw the same ones."""
+    if not shared:
+        return seed + stored_trials
+    import numpy as np
+
+    process = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+    return int(np.random.SeedSequence([seed, stored_trials, process]).generate_state(1)[0])

@@ -1,0 +1,163 @@
+"""``StudySource``: hpsearch's trial loop drives an optuna study through its ask-and-tell interface.
+
+The study itself is the trial budget: a process takes a trial only while fewer than ``n_trials`` are finished,
+running or waiting, so any number of processes on any number of machines train ``n_trials`` in total. On a
+database storage each running trial sends optuna's heartbeat (``backend.heartbeat_interval_s``); a trial silent
+for ``backend.grace_period_s`` (its worker was preempted or killed) is failed by whichever process looks next,
+and optuna's ``RetryHeartbeatStaleTrialCallback`` queues it again with the same hyperparameters
+(``backend.max_retry`` times). A process with nothing left to take waits up to ``backend.wait_s`` for trials
+running elsewhere to finish or go stale, so that none is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.backends.base import SearchJob
+from hpsearch.backends.optuna.space import suggest
+from hpsearch.backends.optuna.study import WORKER_HOST, WORKER_PID, experimental_quiet
+from hpsearch.loop import Train, TrialSource
+from hpsearch.trials import TrialOutcome, TrialPruned
+
+if TYPE_CHECKING:
+    import optuna
+
+WAIT_POLL_S = 2.0  # how often a process with nothing to take looks at the study again
+SURPLUS = "hpsearch:surplus"  # system attribute of a trial asked for when the budget was already taken
+
+
+class StudySource(TrialSource):
+    """optuna's ask-and-tell interface as a ``TrialSource``, the study being the budget (module docstring)."""
+
+    bounds_trials = True
+
+    def __init__(self, study: optuna.Study, job: SearchJob[Any]) -> None:
+        self.study = study
+        self.job = job
+        settings = job.settings
+        interval = settings.heartbeat_interval_s or 0
+        self.wait_s = float(settings.wait_s if settings.wait_s is not None else settings.grace_period_s + 2 * interval)
+
+    def next(self, train: Train) -> TrialOutcome | None:
+        import optuna
+        from optuna.storages._heartbeat import get_heartbeat_thread  # the heartbeat study.optimize sends
+
+        trial = self._take()
+        if trial is None:
+            return None
+        trial.set_user_attr(WORKER_PID, os.getpid())
+        trial.set_user_attr(WORKER_HOST, socket.gethostname())
+        try:
+            with get_heartbeat_thread(trial._trial_id, self.study._storage):
+                outcome = train(trial, suggest(trial, self.job.space))
+        except BaseException:  # Ctrl-C, a config error: the trial must not stay RUNNING
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        _store(trial, outcome)
+        state = optuna.trial.TrialState[outcome.state.value]
+        try:
+            self.study.tell(trial, outcome.values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        except RuntimeError:
+            # A used-up grid makes GridSampler call study.stop(), which raises outside study.optimize once the
+            # trial is stored; the next call then finds the grid exhausted.
+            if not grid_exhausted(self.study):
+                raise
+        return outcome
+
+    def report(self, handle: Any, step: int, metrics: dict[str, float]) -> None:
+        """Report the objective to optuna's pruner, and stop the trial where it says so."""
+        if self.job.objectives.is_multi:  # optuna prunes single-objective studies only
+            return
+        handle.report(self.job.objectives.values(metrics)[0], step)
+        if handle.should_prune():
+            raise TrialPruned(f"pruned at step {step}")
+
+    def _take(self) -> optuna.Trial | None:
+        """The next trial of the budget, or None once ``n_trials`` are finished (or the grid is used up).
+
+        While every remaining trial runs elsewhere, wait up to ``wait_s`` for one to fail or go stale (a
+        preempted worker's trial, failed here and queued again by optuna's retry callback)."""
+        import optuna
+
+        states = optuna.trial.TrialState
+        deadline = time.monotonic() + self.wait_s
+        while not grid_exhausted(self.study):
+            with experimental_quiet():
+                optuna.storages.fail_stale_trials(self.study)
+            self._fail_orphans()
+            counts = Counter(trial.state for trial in self.study.get_trials(deepcopy=False))
+            finished = counts[states.COMPLETE] + counts[states.PRUNED]
+            waiting, running = counts[states.WAITING], counts[states.RUNNING]
+            if finished >= self.job.n_trials:
+                return None
+            if waiting or finished + running < self.job.n_trials:
+                trial = self.study.ask()  # takes a waiting (retried) trial first
+                if not self._surplus(trial):
+                    return trial
+                continue
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(WAIT_POLL_S)
+        return None
+
+    def _fail_orphans(self) -> None:
+        """A running trial of a process on this machine that no longer exists (a killed command; on a storage
+        without heartbeats such as the journal file, or before its first heartbeat) can never finish: fail it,
+        and where the storage retries stale trials, queue it again."""
+        import optuna
+
+        storage, host = self.study._storage, socket.gethostname()
+        retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            pid = trial.user_attrs.get(WORKER_PID)
+            if trial.user_attrs.get(WORKER_HOST) == host and isinstance(pid, int) and not _process_exists(pid):
+                try:
+                    failed = storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # another process failed it first
+                if failed and retry is not None:  # as for a stale heartbeat: queue the same hyperparameters again
+                    with experimental_quiet():
+                        retry(self.study, storage.get_trial(trial._trial_id))
+
+    def _surplus(self, trial: optuna.Trial) -> bool:
+        """Two processes asked for the last trial at the same moment: the one with the higher number (the
+        storage numbers trials in order) finds ``n_trials`` ahead of it, fails its trial unseen and waits."""
+        import optuna
+
+        ahead = sum(
+            other.number < trial.number and other.state != optuna.trial.TrialState.FAIL
+            for other in self.study.get_trials(deepcopy=False)
+        )
+        if ahead < self.job.n_trials:
+            return False
+        self.study._storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return True
+
+
+def grid_exhausted(study: optuna.Study) -> bool:
+    import optuna
+
+    return isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _store(trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    """Each eval metric as its own user attribute, where optuna-dashboard shows it."""
+    for name, value in outcome.metrics.items():
+        trial.set_user_attr(name, value)
+    if outcome.error:
+        trial.set_user_attr("error", outcome.error)

@@ -1,0 +1,142 @@
+"""A finished search as ``hpsearch compare`` sees it, read back from a run directory or an optuna study."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpsearch.errors import ConfigError
+from hpsearch.objective import Objective, Objectives
+from hpsearch.results import TRIALS_CSV
+from hpsearch.space import SearchSpace
+from hpsearch.trials import TrialRecord, TrialState, stored_trial
+
+
+@dataclass
+class Search:
+    """One search as the comparison sees it, read back from a run directory or an optuna study."""
+
+    label: str
+    study: str  # its study name: the W&B group of its runs
+    backend: str
+    method: str
+    directions: list[str]
+    objective_names: list[str]
+    trials: list[TrialRecord]
+    distributions: dict[str, Any] = field(default_factory=dict)  # optuna distributions of the searched parameters
+
+    @property
+    def objectives(self) -> Objectives:
+        return Objectives(items=tuple(Objective(n, d) for n, d in zip(self.objective_names, self.directions)))
+
+    def count(self, state: TrialState) -> int:
+        return sum(trial.state is state for trial in self.trials)
+
+
+def read_run_dir(path: Path) -> Search:
+    """A run directory's ``trials.csv``, typed through the search space in its ``config.yaml``."""
+    from hpsearch.backends import backend_settings, get_backend
+    from hpsearch.backends.optuna.space import distribution
+
+    if not path.is_dir():
+        raise ConfigError(f"compare: {path} is not a directory; give run directories (outputs/<study>/<time>)")
+    table, config_file = path / TRIALS_CSV, path / "config.yaml"
+    if not table.is_file() or not config_file.is_file():
+        raise ConfigError(f"compare: {path} holds no search results ({TRIALS_CSV} and config.yaml); is it a run directory?")
+    config = yaml.safe_load(config_file.read_text())
+    space = SearchSpace.from_config(config["space"])
+    objectives = Objectives.from_config(config["objective"])
+    backend = get_backend(config["backend"]["name"])
+    columns = ["objective"] if not objectives.is_multi else [f"objective.{name}" for name in objectives.names]
+    trials = []
+    with table.open() as handle:
+        for row in csv.DictReader(handle):
+            filled = {name: text for name, text in row.items() if text not in ("", None)}
+            values = [float(row[c]) for c in columns] if all(c in filled for c in columns) else None
+            trials.append(stored_trial(
+                number=int(row["number"]),
+                state=row["state"],
+                params=space.read(filled) if values else {},
+                reported={name: float(text) for name, text in filled.items() if name.startswith("eval_")},
+                values=values,
+                duration_s=_number(row.get("duration_s")),
+                finished_at=_number(row.get("finished_at")),
+            ))
+    return Search(
+        label=_label(path),
+        study=str(config["study_name"]),
+        backend=backend.name,
+        method=backend.method(backend_settings(backend, config["backend"])),
+        directions=objectives.directions,
+        objective_names=objectives.names,
+        trials=trials,
+        distributions={param.name: distribution(param) for param in space.tunable},
+    )
+
+
+def read_study(storage: str, study_name: str) -> Search:
+    """An optuna study, whichever program wrote it (hpsearch names its objectives with ``set_metric_names``)."""
+    import optuna
+
+    from hpsearch.backends.optuna.study import METHOD_ATTR, open_journal, open_storage, trial_record
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if Path(storage).is_file():  # a journal file, hpsearch's default storage (<storage_dir>/<study>.log)
+        opened = open_journal(storage)
+    elif "://" in storage:
+        opened = open_storage(storage)
+    else:
+        raise ConfigError(f"compare --study: {storage!r} is neither a storage URL nor a journal file; give e.g. .hpsearch/<study>.log")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=opened)
+    except KeyError:
+        raise ConfigError(f"compare --study: no study {study_name!r} in {storage}") from None
+    names = study.metric_names or (["objective"] if len(study.directions) == 1 else [f"objective{i}" for i in range(len(study.directions))])
+    trials = [trial_record(trial, dict(trial.params)) for trial in study.get_trials(deepcopy=False) if trial.state.name != "WAITING"]
+    distributions = {name: dist for trial in study.get_trials(deepcopy=False) for name, dist in trial.distributions.items()}
+    return Search(
+        label=study_name,
+        study=study_name,
+        backend="optuna",
+        method=str(study.user_attrs.get(METHOD_ATTR, type(study.sampler).__name__)),
+        directions=[direction.name.lower() for direction in study.directions],
+        objective_names=list(names),
+        trials=trials,
+        distributions=distributions,
+    )
+
+
+def expand(path: Path) -> list[Path]:
+    """A run directory, or every job of a multirun directory (its numbered subdirectories)."""
+    if (path / TRIALS_CSV).is_file() or not path.is_dir():
+        return [path]
+    jobs = sorted((child for child in path.iterdir() if child.is_dir() and child.name.isdigit()), key=lambda p: int(p.name))
+    return jobs or [path]
+
+
+def check_same_objectives(searches: Sequence[Search]) -> None:
+    first = searches[0]
+    for other in searches[1:]:
+        if (other.objective_names, other.directions) != (first.objective_names, first.directions):
+            raise ConfigError(
+                f"compare: {other.label} optimises {_objective_text(other)} but {first.label} optimises "
+                f"{_objective_text(first)}; compare searches of the same objectives"
+            )
+
+
+def _label(path: Path) -> str:
+    """``study/time``, or ``study/time/job`` for a multirun job: short, and unique among the inputs."""
+    return "/".join(path.resolve().parts[-3:] if path.name.isdigit() else path.resolve().parts[-2:])
+
+
+def _objective_text(search: Search) -> str:
+    return ", ".join(f"{n} ({d})" for n, d in zip(search.objective_names, search.directions))
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text not in ("", None) else None

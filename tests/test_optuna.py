@@ -1,0 +1,55 @@
+"""The optuna adapter: the exact optuna distribution each neutral parameter maps to, and typed suggestions."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpsearch.backends.optuna.space import distribution, suggest
+from hpsearch.space import SearchSpace, parse_param
+
+TO_OPTUNA = [
+    ({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, FloatDistribution(1e-5, 1e-3, log=True)),
+    ({"type": "float", "low": 0.0, "high": 0.3}, FloatDistribution(0.0, 0.3)),
+    ({"type": "float", "low": 0.0, "high": 0.3, "step": 0.1}, FloatDistribution(0.0, 0.3, step=0.1)),
+    ({"type": "int", "low": 1, "high": 3}, IntDistribution(1, 3)),
+    ({"type": "int", "low": 2, "high": 10, "step": 4}, IntDistribution(2, 10, step=4)),
+    ({"type": "int", "low": 8, "high": 256, "log": True}, IntDistribution(8, 256, log=True)),
+    ({"type": "categorical", "choices": [16, 32]}, CategoricalDistribution((16, 32))),
+    ({"type": "categorical", "choices": ["linear", "cosine", None]}, CategoricalDistribution(("linear", "cosine", None))),
+    ({"type": "fixed", "value": 3}, None),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), TO_OPTUNA)
+def test_space_maps_to_exact_optuna_distribution(spec: dict, expected: object) -> None:
+    assert distribution(parse_param("p", spec)) == expected
+
+
+def test_optuna_int_range_is_closed_at_both_ends() -> None:
+    """range(1, 3) must mean {1, 2, 3}: the high bound is reachable."""
+    space = SearchSpace.from_config({"n": {"type": "int", "low": 1, "high": 3}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        seen.add(suggest(trial, space)["n"])
+        study.tell(trial, 0.0)
+    assert seen == {1, 2, 3}
+
+
+def test_suggest_returns_typed_values_including_fixed() -> None:
+    space = SearchSpace.from_config(
+        {
+            "lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+            "layers": {"type": "int", "low": 1, "high": 4},
+            "bs": {"type": "categorical", "choices": [16, 32]},
+            "seed": {"type": "fixed", "value": 7},
+        }
+    )
+    trial = optuna.create_study().ask()
+    values = suggest(trial, space)
+    assert isinstance(values["lr"], float) and isinstance(values["layers"], int)
+    assert values["bs"] in (16, 32) and values["seed"] == 7
+    assert set(trial.params) == {"lr", "layers", "bs"}
