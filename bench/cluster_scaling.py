@@ -29,10 +29,16 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fixed_space  # noqa: E402
+from common import fixed_space
 
 PARAMS = {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "hidden_dropout_prob": 0.1}
-OVERRIDES = ["experiment=smoke", "data.train_size=256", "data.eval_size=64", "training.num_train_epochs=1", "progress=false"]
+OVERRIDES = [
+    "experiment=smoke",
+    "data.train_size=256",
+    "data.eval_size=64",
+    "training.num_train_epochs=1",
+    "progress=false",
+]
 TRIALS_PER_WORKER = 6
 
 
@@ -41,10 +47,12 @@ def database_counters(engine: object) -> tuple[int, int]:
     from sqlalchemy import text
 
     with engine.connect() as connection:  # type: ignore[attr-defined]
-        commits = connection.execute(text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")).scalar()
-        connections = connection.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )).scalar()
+        commits = connection.execute(
+            text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        ).scalar()
+        connections = connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        ).scalar()
     return int(commits), int(connections)
 
 
@@ -69,10 +77,22 @@ def measure(storage: str, workers: int, workdir: Path) -> dict[str, float]:
     watcher.start()
     commands = [
         subprocess.Popen(
-            [sys.executable, "-m", "hpsearch", *OVERRIDES, *fixed_space(PARAMS), f"n_trials={n_trials}", f"storage={storage}",
-             f"study_name={study}", f"hydra.run.dir={workdir / study / str(index)}"],
-            cwd=workdir, env={**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "hpsearch",
+                *OVERRIDES,
+                *fixed_space(PARAMS),
+                f"n_trials={n_trials}",
+                f"storage={storage}",
+                f"study_name={study}",
+                f"hydra.run.dir={workdir / study / str(index)}",
+            ],
+            cwd=workdir,
+            env={**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for index in range(workers)
     ]
@@ -100,15 +120,21 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
     args = parser.parse_args()
     if not args.storage:
-        parser.error("--storage postgresql://... is required (or set HPSEARCH_TEST_POSTGRES_URL; .ci/postgres.sh starts one)")
+        parser.error(
+            "--storage postgresql://... is required (or set HPSEARCH_TEST_POSTGRES_URL; .ci/postgres.sh starts one)"
+        )
     counts = [int(count) for count in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         rows = {count: measure(args.storage, count, Path(scratch)) for count in counts}
     base = rows[counts[0]]["trials_per_hour"]
-    print(f"{'workers':>7} {'trials':>6} {'trials/h':>9} {'ratio':>6} {'transactions/trial':>18} {'peak connections':>16}")
+    print(
+        f"{'workers':>7} {'trials':>6} {'trials/h':>9} {'ratio':>6} {'transactions/trial':>18} {'peak connections':>16}"
+    )
     for count, row in rows.items():
-        print(f"{count:>7} {row['trials']:>6} {row['trials_per_hour']:>9.0f} {row['trials_per_hour'] / base:>6.2f} "
-              f"{row['commits_per_trial']:>18.1f} {row['peak_connections']:>16}")
+        print(
+            f"{count:>7} {row['trials']:>6} {row['trials_per_hour']:>9.0f} {row['trials_per_hour'] / base:>6.2f} "
+            f"{row['commits_per_trial']:>18.1f} {row['peak_connections']:>16}"
+        )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ def hpsearch_seconds(overrides: list[str], workdir: Path) -> float:
     from hpsearch.app import run
     from hpsearch.trainer import SearchTrainer  # noqa: F401
 
-    cfg = compose([*overrides, "progress=false", f"run_dir={workdir / 'run'}", f"storage_dir={workdir}", "study_name=bench"])
+    cfg = compose(
+        [*overrides, "progress=false", f"run_dir={workdir / 'run'}", f"storage_dir={workdir}", "study_name=bench"]
+    )
     started = time.perf_counter()
     run(cfg)
     return time.perf_counter() - started
@@ -58,14 +60,19 @@ def plain_seconds(overrides: list[str], params: dict[str, Any], n_trials: int, w
     started = time.perf_counter()
     tokenizer = instantiate(cfg.model.tokenizer)
     data = tokenize_data(read_data(cfg.data, cfg.seed), cfg.data, tokenizer)
-    model_init = ModelInit.build(instantiate(cfg.model.model_init, _partial_=True), {**data.model_context, "tokenizer": tokenizer})
+    model_init = ModelInit.build(
+        instantiate(cfg.model.model_init, _partial_=True), {**data.model_context, "tokenizer": tokenizer}
+    )
     training = OmegaConf.to_container(cfg.training, resolve=True)
     args = TrainingArguments(output_dir=str(workdir / "plain"), seed=cfg.seed, **training)
     model_params = {k: v for k, v in params.items() if k in model_init.consumed}
     trainer = Trainer(
         model_init=lambda trial: model_init(model_params),
-        args=args, train_dataset=data.train, eval_dataset=data.eval,
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
     )
     trainer.remove_callback(PrinterCallback)
     if freeze:
@@ -73,7 +80,9 @@ def plain_seconds(overrides: list[str], params: dict[str, Any], n_trials: int, w
         gc.freeze()
     trainer.hyperparameter_search(
         hp_space=lambda trial: {k: v for k, v in params.items() if k not in model_params},
-        n_trials=n_trials, direction="minimize", backend="optuna",
+        n_trials=n_trials,
+        direction="minimize",
+        backend="optuna",
     )
     return time.perf_counter() - started
 
@@ -86,7 +95,7 @@ def fixed_space(params: dict[str, Any]) -> list[str]:
 
 def in_fresh_process(script: str, *args: str) -> dict[str, Any]:
     """Run ``script --child ARGS`` in a new Python process; the JSON object it prints last."""
-    done = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{script} --child {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -27,12 +27,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fixed_space, hpsearch_seconds, plain_seconds  # noqa: E402
+from common import fixed_space, hpsearch_seconds, plain_seconds
 
 CPU_PARAMS = {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "hidden_dropout_prob": 0.1}
 CPU_OVERRIDES = [
-    "experiment=smoke", "data.train_size=500", "data.max_length=64", "training.num_train_epochs=2",
-    "model.model_init.hidden_size=128", "model.model_init.num_hidden_layers=4", "model.model_init.intermediate_size=256",
+    "experiment=smoke",
+    "data.train_size=500",
+    "data.max_length=64",
+    "training.num_train_epochs=2",
+    "model.model_init.hidden_size=128",
+    "model.model_init.num_hidden_layers=4",
+    "model.model_init.intermediate_size=256",
 ]
 GPU_PARAMS = {"learning_rate": 1e-4, "per_device_train_batch_size": 32, "hidden_dropout_prob": 0.1}
 GPU_MODELS = {  # BERT shapes: (hidden, layers, heads, intermediate); vocabulary 30522 as BERT's
@@ -46,7 +51,9 @@ def synthetic_corpus(path: Path, rows: int = 4000, seed: int = 0) -> Path:
     """Random 'sentences' of 150 words over a 5,000-word vocabulary, with random binary labels."""
     generator = random.Random(seed)
     words = [f"w{index}" for index in range(5000)]
-    lines = ["text,label"] + [f"{' '.join(generator.choices(words, k=150))},{generator.randint(0, 1)}" for _ in range(rows)]
+    lines = ["text,label"] + [
+        f"{' '.join(generator.choices(words, k=150))},{generator.randint(0, 1)}" for _ in range(rows)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -57,11 +64,20 @@ def gpu_overrides(size: str, corpus: Path, steps: int) -> list[str]:
     hidden, layers, heads, intermediate = GPU_MODELS[size]
     bf16 = torch.cuda.is_available()  # bf16 needs a GPU (the mode also runs, slowly, on CPU as a check)
     return [
-        "experiment=smoke", f"data.source={corpus}", "data.max_length=128", "data.train_size=3000", "data.eval_size=256",
-        f"model.tokenizer.corpus={corpus}", f"model.model_init.hidden_size={hidden}",
-        f"model.model_init.num_hidden_layers={layers}", f"model.model_init.num_attention_heads={heads}",
-        f"model.model_init.intermediate_size={intermediate}", "+model.model_init.vocab_size=30522",
-        f"training.max_steps={steps}", f"training.bf16={str(bf16).lower()}", "training.dataloader_num_workers=2",
+        "experiment=smoke",
+        f"data.source={corpus}",
+        "data.max_length=128",
+        "data.train_size=3000",
+        "data.eval_size=256",
+        f"model.tokenizer.corpus={corpus}",
+        f"model.model_init.hidden_size={hidden}",
+        f"model.model_init.num_hidden_layers={layers}",
+        f"model.model_init.num_attention_heads={heads}",
+        f"model.model_init.intermediate_size={intermediate}",
+        "+model.model_init.vocab_size=30522",
+        f"training.max_steps={steps}",
+        f"training.bf16={str(bf16).lower()}",
+        "training.dataloader_num_workers=2",
     ]
 
 
@@ -76,14 +92,20 @@ def child(side: str, workers: int, n_trials: int, gpu_size: str | None, steps: i
         if side == "plain":
             return plain_seconds(overrides, params, n_trials, workdir, freeze=True)
         workers_key = "workers_per_gpu" if gpu_size is not None else "workers"
-        return hpsearch_seconds([*overrides, f"n_trials={n_trials}", f"{workers_key}={workers}", *fixed_space(params)], workdir)
+        return hpsearch_seconds(
+            [*overrides, f"n_trials={n_trials}", f"{workers_key}={workers}", *fixed_space(params)], workdir
+        )
 
 
 def _gpu_utilisation(stop: threading.Event, samples: list[float]) -> None:
     while not stop.is_set():
         try:
-            done = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         except FileNotFoundError:  # no NVIDIA driver here: nothing to sample
             return
         if done.returncode == 0 and done.stdout.strip():
@@ -99,7 +121,7 @@ def measure(side: str, workers: int, n_trials: int, gpu_size: str | None, steps:
     if gpu_size is not None:
         sampler.start()
     command = [sys.executable, __file__, "--child", side, str(workers), str(n_trials), gpu_size or "cpu", str(steps)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     stop.set()
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -120,12 +142,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="the GPU mode (22M and 110M models, workers_per_gpu 1..8)")
     parser.add_argument("--trials", type=int, default=None, help="trials per search (default: 48 on CPU, 16 on GPU)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per GPU-mode trial (default: 200 at 22M, 100 at 110M)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps per GPU-mode trial (default: 200 at 22M, 100 at 110M)"
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
         side, workers, n_trials, size, steps = options.child
-        print(json.dumps({"seconds": child(side, int(workers), int(n_trials), None if size == "cpu" else size, int(steps))}))
+        print(
+            json.dumps(
+                {"seconds": child(side, int(workers), int(n_trials), None if size == "cpu" else size, int(steps))}
+            )
+        )
         return
     if not options.gpu:
         n_trials = options.trials or 48

@@ -41,7 +41,11 @@ SEARCHES = {  # name: the backend overrides
 
 
 REPLAYED = [  # (pruner, its options) for --replay
-    *(("median", {"n_startup_trials": startup, "n_warmup_steps": warmup}) for startup in (2, 4, 5) for warmup in (10, 20, 30)),
+    *(
+        ("median", {"n_startup_trials": startup, "n_warmup_steps": warmup})
+        for startup in (2, 4, 5)
+        for warmup in (10, 20, 30)
+    ),
     *(("hyperband", {"min_resource": low, "reduction_factor": factor}) for low in (10, 20, 30) for factor in (3, 4)),
 ]
 
@@ -49,10 +53,21 @@ REPLAYED = [  # (pruner, its options) for --replay
 def run_search(name: str, args: argparse.Namespace, out: Path) -> Path:
     run_dir = out / name
     command = [
-        sys.executable, "-m", "hpsearch", "backend=optuna", "backend.sampler=random", *SEARCHES[name],
-        f"n_trials={args.trials}", f"seed={args.seed}", f"study_name=pruning-{name}", f"storage_dir={out / 'studies'}",
-        f"data.train_size={args.train_size}", f"training.num_train_epochs={args.epochs}",
-        "training.eval_strategy=steps", f"training.eval_steps={args.eval_steps}", f"hydra.run.dir={run_dir}",
+        sys.executable,
+        "-m",
+        "hpsearch",
+        "backend=optuna",
+        "backend.sampler=random",
+        *SEARCHES[name],
+        f"n_trials={args.trials}",
+        f"seed={args.seed}",
+        f"study_name=pruning-{name}",
+        f"storage_dir={out / 'studies'}",
+        f"data.train_size={args.train_size}",
+        f"training.num_train_epochs={args.epochs}",
+        "training.eval_strategy=steps",
+        f"training.eval_steps={args.eval_steps}",
+        f"hydra.run.dir={run_dir}",
     ]
     subprocess.run(command, check=True)
     return run_dir
@@ -72,15 +87,19 @@ def training_steps(trials: list) -> int:
     (the Trainer evaluates the last step too), whatever the batch size."""
     from optuna.trial import TrialState
 
-    return sum(max(trial.intermediate_values) for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    return sum(
+        max(trial.intermediate_values) for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    )
 
 
 def matching_trials(trials: list, unpruned: list) -> int:
     """Trials whose every evaluation equals the unpruned search's same trial at the same step: the searches
     differ only in what they stop when training is reproducible."""
     curves = {trial.number: trial.intermediate_values for trial in unpruned}
-    return sum(all(curves.get(trial.number, {}).get(step) == value for step, value in trial.intermediate_values.items())
-               for trial in trials)
+    return sum(
+        all(curves.get(trial.number, {}).get(step) == value for step, value in trial.intermediate_values.items())
+        for trial in trials
+    )
 
 
 def replay(pruner: str, options: dict, unpruned: list) -> list:
@@ -91,7 +110,9 @@ def replay(pruner: str, options: dict, unpruned: list) -> list:
 
     from hpsearch.backends.optuna.samplers import make_pruner
 
-    study = optuna.create_study(study_name=f"pruning-{pruner}", direction="maximize", pruner=make_pruner(pruner, options))
+    study = optuna.create_study(
+        study_name=f"pruning-{pruner}", direction="maximize", pruner=make_pruner(pruner, options)
+    )
     for original in unpruned:
         trial = study.ask()
         for step in sorted(original.intermediate_values):
@@ -111,13 +132,17 @@ def print_replays(unpruned: list) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     base_accuracy = max(trial.value for trial in unpruned)
     base_steps = training_steps(unpruned)
-    print(f"{'pruner':<10} {'options':<44} {'best accuracy':>13} {'vs none (points)':>16} {'share of none':>13} {'complete':>8}")
+    print(
+        f"{'pruner':<10} {'options':<44} {'best accuracy':>13} {'vs none (points)':>16} {'share of none':>13} {'complete':>8}"
+    )
     for pruner, options in REPLAYED:
         replayed = replay(pruner, options, unpruned)
         completed = [trial.value for trial in replayed if trial.state == TrialState.COMPLETE]
         accuracy, steps = max(completed), training_steps(replayed)
-        print(f"{pruner:<10} {str(options):<44} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} "
-              f"{steps / base_steps:>13.2f} {len(completed):>8}")
+        print(
+            f"{pruner:<10} {options!s:<44} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} "
+            f"{steps / base_steps:>13.2f} {len(completed):>8}"
+        )
 
 
 def best_accuracy(run_dir: Path) -> float:
@@ -134,8 +159,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("bench-pruning"))
-    parser.add_argument("--replay", nargs="*", type=Path, metavar="OUT",
-                        help="replay REPLAYED over the unpruned searches in these --out directories (default --out), as one search; train nothing")
+    parser.add_argument(
+        "--replay",
+        nargs="*",
+        type=Path,
+        metavar="OUT",
+        help="replay REPLAYED over the unpruned searches in these --out directories (default --out), as one search; train nothing",
+    )
     args = parser.parse_args()
     if args.replay is not None:
         print_replays([trial for out in args.replay or [args.out] for trial in load_trials("none", out)])
@@ -145,12 +175,19 @@ def main() -> None:
     trials = {name: load_trials(name, args.out) for name in runs}
     base_accuracy = best_accuracy(runs["none"])
     base_steps = training_steps(trials["none"])
-    print(f"\n{'pruner':<10} {'best accuracy':>13} {'vs none (points)':>16} {'training steps':>14} {'share of none':>13} {'curves as none':>14}")
+    print(
+        f"\n{'pruner':<10} {'best accuracy':>13} {'vs none (points)':>16} {'training steps':>14} {'share of none':>13} {'curves as none':>14}"
+    )
     for name, run in runs.items():
         accuracy, steps = best_accuracy(run), training_steps(trials[name])
         matching = f"{matching_trials(trials[name], trials['none'])}/{len(trials[name])}"
-        print(f"{name:<10} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} {steps:>14} {steps / base_steps:>13.2f} {matching:>14}")
-    subprocess.run([sys.executable, "-m", "hpsearch.compare", *map(str, runs.values()), "--out", str(args.out / "compare")], check=True)
+        print(
+            f"{name:<10} {accuracy:>13.4f} {100 * (accuracy - base_accuracy):>+16.2f} {steps:>14} {steps / base_steps:>13.2f} {matching:>14}"
+        )
+    subprocess.run(
+        [sys.executable, "-m", "hpsearch.compare", *map(str, runs.values()), "--out", str(args.out / "compare")],
+        check=True,
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fixed_space, hpsearch_seconds, in_fresh_process, plain_seconds  # noqa: E402
+from common import fixed_space, hpsearch_seconds, in_fresh_process, plain_seconds
 
 FIXED = {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "hidden_dropout_prob": 0.1}
 SIDES = ("plain", "plain+freeze", "hpsearch")
@@ -53,7 +53,9 @@ def main() -> None:
             long = in_fresh_process(__file__, side, str(options.long))["seconds"]
             slopes[side].append((long - short) / (options.long - options.short))
     per_trial = {side: statistics.median(values) for side, values in slopes.items()}
-    print(f"seconds per trial (median of {options.repeats}, slope {options.short}->{options.long} trials, fresh process per search)")
+    print(
+        f"seconds per trial (median of {options.repeats}, slope {options.short}->{options.long} trials, fresh process per search)"
+    )
     for side in SIDES:
         print(f"  {side:<14} {per_trial[side]:.3f}")
     print(f"  ratio hpsearch / plain+freeze: {per_trial['hpsearch'] / per_trial['plain+freeze']:.2f}")

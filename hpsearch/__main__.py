@@ -46,7 +46,9 @@ def multirun_study_name(cfg: DictConfig) -> str:
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN or any(o.lstrip("+").startswith("study_name=") for o in hydra_cfg.overrides.task):
+    if hydra_cfg.mode != RunMode.MULTIRUN or any(
+        o.lstrip("+").startswith("study_name=") for o in hydra_cfg.overrides.task
+    ):
         return str(cfg.study_name)
     return f"{cfg.study_name}-{hydra_cfg.job.override_dirname}".replace("/", "_")
 
@@ -67,7 +69,12 @@ def _follower_overrides() -> list[str]:
     if not _is_follower():
         return []
     scratch = tempfile.mkdtemp(prefix=f"hpsearch-rank{os.environ['RANK']}-")
-    return [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    return [
+        f"hydra.run.dir={scratch}",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from hpsearch.backends import backend_settings, get_backend
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.budget import TrialBudget, worker_budget
 from hpsearch.build import build_trainer
-from hpsearch.config import save_resolved
+from hpsearch.config import plain, save_resolved
 from hpsearch.distributed import Coordinator, Decision, Message, RankReport, rank, world_size
 from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, SearchAborted
 from hpsearch.loop import FailureBudget, TrialLoop
@@ -34,7 +34,15 @@ from hpsearch.rerun import rerun_space
 from hpsearch.space import SearchSpace
 from hpsearch.tracking import get_tracker
 from hpsearch.trials import SearchResult, TrialOutcome
-from hpsearch.workers import WORKER_ENV, Supervision, WorkerReport, run_workers, visible_gpus, worker_count, worker_index
+from hpsearch.workers import (
+    WORKER_ENV,
+    Supervision,
+    WorkerReport,
+    run_workers,
+    visible_gpus,
+    worker_count,
+    worker_index,
+)
 
 
 def run(cfg: DictConfig) -> SearchResult | None:
@@ -44,9 +52,11 @@ def run(cfg: DictConfig) -> SearchResult | None:
     if cfg.get("results_only"):
         return write_results_only(plan)
     if worker_index() is not None:
-        return work_in_pool(plan)
+        work_in_pool(plan)
+        return None
     if rank() != 0:
-        return follow_rank_zero(plan)
+        follow_rank_zero(plan)
+        return None
     if plan.job.workers > 1 and not plan.backend.runs_own_workers:
         return launch_workers(plan)
     return search_here(plan)
@@ -66,13 +76,13 @@ class Plan:
     def from_config(cls, cfg: DictConfig) -> Plan:
         rerun = bool(cfg.get("rerun"))
         n_trials = 1 if rerun else _integer(cfg, "n_trials", 1)
-        space = SearchSpace.from_config(OmegaConf.to_container(cfg.space, resolve=True))
-        objectives = Objectives.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
+        space = SearchSpace.from_config(plain(cfg.space))
+        objectives = Objectives.from_config(plain(cfg.objective))
         if "_target_" not in cfg.data:  # a data._target_ task names its own metrics, known once it is built
             objectives.check_reachable()
         backend = get_backend(str(cfg.backend.name))
-        settings = backend_settings(backend, OmegaConf.to_container(cfg.backend, resolve=True))
-        training = OmegaConf.to_container(cfg.training, resolve=True)
+        settings = backend_settings(backend, plain(cfg.backend))
+        training = plain(cfg.training)
         backend.validate(settings, objectives, training)
         if cfg.get("save_best_model") and objectives.is_multi and not rerun:
             raise ConfigError(
@@ -173,7 +183,7 @@ def launch_workers(plan: Plan) -> SearchResult:
     budget = TrialBudget.create(job.run_dir / "budget.json", max(0, job.n_trials - finished))
     progress.start(finished)
     try:
-        run_workers(_start_worker, OmegaConf.to_container(plan.cfg, resolve=True), job.workers, budget, supervision)
+        run_workers(_start_worker, plain(plan.cfg), job.workers, budget, supervision)
     finally:
         progress.close()
         result = orchestrator.write_results()
@@ -185,7 +195,9 @@ def work_in_pool(plan: Plan) -> None:
     tracker = _tracker(plan)
     listeners = [*([tracker] if tracker else []), WorkerReport(plan.job.run_dir)]
     progress = SearchProgress(plan.job.n_trials, plan.job.objectives, enabled=False)  # the launcher shows it
-    loop = TrialLoop(plan.trainer(), plan.job.n_trials, progress, FailureBudget(plan.max_failures), listeners, worker_budget())
+    loop = TrialLoop(
+        plan.trainer(), plan.job.n_trials, progress, FailureBudget(plan.max_failures), listeners, worker_budget()
+    )
     with _long_lived_frozen():
         plan.orchestrator.search(loop, plan.orchestrator.finished())
 
@@ -249,9 +261,11 @@ def _coordinator(plan: Plan) -> Coordinator | None:
 
 def _tracker(plan: Plan) -> Any:
     """``tracking=NAME`` logs every trial there too, unless the backend already does."""
-    tracking = OmegaConf.to_container(plan.cfg.tracking, resolve=True)
+    tracking = plain(plan.cfg.tracking)
     job = plan.job
-    return get_tracker(tracking, str(plan.cfg.study_name), plan.backend.name, job.objectives, job.run_dir, plan.backend.logs_runs_to)
+    return get_tracker(
+        tracking, str(plan.cfg.study_name), plan.backend.name, job.objectives, job.run_dir, plan.backend.logs_runs_to
+    )
 
 
 @contextmanager
@@ -270,7 +284,14 @@ def _write_rank_reports(run_dir: Path, reports: list[list[RankReport]]) -> None:
     parameter checksum: equal on every rank when DDP kept them in sync), for checking DDP runs."""
     lines = [
         json.dumps(
-            {"trial": index, "rank": rank, "state": report.state.value, "error": report.error, "trained": report.trained, **report.model},
+            {
+                "trial": index,
+                "rank": rank,
+                "state": report.state.value,
+                "error": report.error,
+                "trained": report.trained,
+                **report.model,
+            },
             default=str,
         )
         for index, trial_reports in enumerate(reports)

@@ -33,7 +33,7 @@ class BestModelKeeper:
         with (self.folder.parent / f".{self.folder.name}.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             kept = self.score()
-            if kept is not None and not self.objectives.is_better(outcome.values, kept["values"]):
+            if kept is not None and not self.objectives.is_better(outcome.complete_values, kept["values"]):
                 return False
             staging = self.folder.with_name(f".{self.folder.name}.{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)

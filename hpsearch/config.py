@@ -85,11 +85,17 @@ def check_composes(overrides: Sequence[str]) -> None:
         raise ConfigError("; ".join(kept)) from None
 
 
+def plain(node: DictConfig) -> dict[str, Any]:
+    """A config node as a resolved plain dict."""
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    return {str(key): value for key, value in container.items()}
+
+
 def _redact(node: Any, secrets: list[str]) -> Any:
     if isinstance(node, dict):
         return {
-            key: REDACTED if SECRET_KEY.search(str(key)) and node[key] else _redact(node[key], secrets)
-            for key in node
+            key: REDACTED if SECRET_KEY.search(str(key)) and node[key] else _redact(node[key], secrets) for key in node
         }
     if isinstance(node, list):
         return [_redact(item, secrets) for item in node]

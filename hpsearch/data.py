@@ -53,7 +53,9 @@ def _file_builder(path: Path) -> str | None:
 
 def _load_raw(source: Any, subset: str | None) -> DatasetDict:
     if isinstance(source, Mapping):
-        return _load_files({str(split): _data_file(str(path), f"data.source.{split}") for split, path in source.items()})
+        return _load_files(
+            {str(split): _data_file(str(path), f"data.source.{split}") for split, path in source.items()}
+        )
     location = resolve_location(str(source), "data.source")
     path = Path(location).expanduser()
     if path.is_dir() or (_file_builder(path) is None and not path.exists()):  # a hub dataset or a dataset folder
@@ -81,14 +83,18 @@ def _load_files(files: Mapping[str, Path]) -> DatasetDict:
     """Local files by split name; every file of one format."""
     builders = {_file_builder(path) for path in files.values()}
     if len(builders) > 1:
-        raise DataError(f"data.source: the split files mix formats ({sorted(builders)}); give every split the same format")
+        raise DataError(
+            f"data.source: the split files mix formats ({sorted(map(str, builders))}); give every split the same format"
+        )
     builder = builders.pop()
     options = {"delimiter": "\t"} if any(".tsv" in path.suffixes for path in files.values()) else {}
     try:
         return load_dataset(builder, data_files={split: str(path) for split, path in files.items()}, **options)
     except Exception as error:  # noqa: BLE001
         names = ", ".join(repr(str(path)) for path in files.values())
-        raise DataError(f"data.source: cannot read {names} as {builder} ({type(error).__name__}: {first_line(error)})") from None
+        raise DataError(
+            f"data.source: cannot read {names} as {builder} ({type(error).__name__}: {first_line(error)})"
+        ) from None
 
 
 def _pick_split(raw: DatasetDict, name: str, key: str) -> Dataset:
@@ -107,7 +113,10 @@ def text_columns(config: Mapping[str, Any]) -> list[str]:
 
 
 def _check_columns(dataset: Dataset, config: Mapping[str, Any]) -> None:
-    for key, column in [*(("text_column", column) for column in text_columns(config)), ("label_column", config["label_column"])]:
+    for key, column in [
+        *(("text_column", column) for column in text_columns(config)),
+        ("label_column", config["label_column"]),
+    ]:
         if column not in dataset.column_names:
             raise DataError(f"data.{key}: column {column!r} does not exist; available: {dataset.column_names}")
 
@@ -125,22 +134,26 @@ def _encode_labels(dataset: Dataset, column: str) -> tuple[Dataset, list[str], b
         numeric = {value for value in values if _is_number(value)}
         if numeric and numeric != values:
             raise DataError(
-                f"data.label_column: column {column!r} mixes numbers and text (e.g. {sorted(numeric)[0]!r} and "
-                f"{sorted(values - numeric)[0]!r}); use one type of label"
+                f"data.label_column: column {column!r} mixes numbers and text (e.g. {min(numeric)!r} and "
+                f"{min(values - numeric)!r}); use one type of label"
             )
         dataset = dataset.class_encode_column(column)
         return dataset, list(dataset.features[column].names), False
     if dtype in ("float16", "float32", "float64"):
         for row, value in enumerate(dataset[column]):
             if value is None or math.isnan(value):
-                raise DataError(f"data.label_column: row {row} of {column!r} is empty or NaN; a regression target needs a number in every row")
+                raise DataError(
+                    f"data.label_column: row {row} of {column!r} is empty or NaN; a regression target needs a number in every row"
+                )
         return dataset.cast_column(column, Value("float32")), [column], True
     if dtype is None or not dtype.startswith(("int", "uint")):
-        raise DataError(f"data.label_column: column {column!r} holds {feature}; labels must be strings, integers 0..N-1 or floats")
-    values = sorted(set(dataset[column]))
-    if values != list(range(len(values))):
-        raise DataError(f"data.label_column: labels must be strings or 0..N-1 integers, got {values[:10]}")
-    return dataset.cast_column(column, ClassLabel(names=[str(v) for v in values])), [str(v) for v in values], False
+        raise DataError(
+            f"data.label_column: column {column!r} holds {feature}; labels must be strings, integers 0..N-1 or floats"
+        )
+    numbers: list[int] = sorted(set(dataset[column]))
+    if numbers != list(range(len(numbers))):
+        raise DataError(f"data.label_column: labels must be strings or 0..N-1 integers, got {numbers[:10]}")
+    return dataset.cast_column(column, ClassLabel(names=[str(v) for v in numbers])), [str(v) for v in numbers], False
 
 
 def _is_number(text: str) -> bool:
@@ -216,7 +229,7 @@ def tokenize_data(data: PreparedData, config: Mapping[str, Any], tokenizer: PreT
         texts = [[str(text) for text in batch[column]] for column in columns]
         encoded = tokenizer(*texts, truncation=True, max_length=max_length)
         encoded["labels"] = batch[label_column]
-        return encoded
+        return dict(encoded)
 
     def prepare(dataset: Dataset) -> Dataset:
         return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, keep_in_memory=True)
@@ -224,9 +237,22 @@ def tokenize_data(data: PreparedData, config: Mapping[str, Any], tokenizer: PreT
     return PreparedData(prepare(data.train), prepare(data.eval), data.label_names, data.regression)
 
 
-def text_task(data: PreparedData, config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, compute_metrics: Any, metric_names: Sequence[str]) -> Task:
+def text_task(
+    data: PreparedData,
+    config: Mapping[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    compute_metrics: Any,
+    metric_names: Sequence[str],
+) -> Task:
     """The built-in task: tokenised splits, padding per batch, the objective's metrics."""
     from transformers import DataCollatorWithPadding
 
     tokenized = tokenize_data(data, config, tokenizer)
-    return Task(tokenized.train, tokenized.eval, DataCollatorWithPadding(tokenizer), compute_metrics, tuple(metric_names), data.model_context)
+    return Task(
+        tokenized.train,
+        tokenized.eval,
+        DataCollatorWithPadding(tokenizer),
+        compute_metrics,
+        tuple(metric_names),
+        data.model_context,
+    )

@@ -76,10 +76,10 @@ class Coordinator:
         if not dist.is_initialized():
             # Initialised here, before TrainingArguments, so the timeout applies to gloo as well as NCCL.
             backend = "nccl" if torch.cuda.is_available() and not use_cpu else "gloo"
-            store, rank, size = next(dist.rendezvous("env://", timeout=self.timeout))
+            store, rank, size = next(dist.rendezvous("env://", timeout=self.timeout))  # type: ignore[attr-defined]
             # torchrun keeps its store across --max-restarts: a group restarted with the same keys would
             # read the previous attempt's (dead) addresses, so each attempt gets keys of its own.
-            attempt = dist.PrefixStore(f"hpsearch/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+            attempt = dist.PrefixStore(f"hpsearch/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)  # type: ignore[attr-defined]
             dist.init_process_group(backend=backend, store=attempt, rank=rank, world_size=size, timeout=self.timeout)
         self.group = dist.new_group(backend="gloo", timeout=self.timeout)
         self.rank = dist.get_rank()
@@ -111,7 +111,9 @@ class Coordinator:
     def gather(self, report: RankReport) -> list[RankReport]:
         """Every rank's report, in rank order, on every rank."""
         reports: list[Any] = [None] * self.world_size
-        self._guard("the other ranks' trial results", lambda: self.dist.all_gather_object(reports, report, group=self.group))
+        self._guard(
+            "the other ranks' trial results", lambda: self.dist.all_gather_object(reports, report, group=self.group)
+        )
         return reports
 
     def close(self) -> None:

@@ -26,7 +26,9 @@ class Perplexity:
         return {"perplexity": float(np.exp(-picked[mask].mean()))}
 
 
-def causal_lm(tokenizer: Any, seed: int, source: str, text_column: str, train_size: int, eval_size: int, max_length: int) -> Task:
+def causal_lm(
+    tokenizer: Any, seed: int, source: str, text_column: str, train_size: int, eval_size: int, max_length: int
+) -> Task:
     """Fine-tune a causal language model on a csv file's text column: each text one sequence of at most
     ``max_length`` tokens, padded per batch; the objective is ``eval_loss``, and ``eval_perplexity`` is reported."""
     from datasets import load_dataset
@@ -34,13 +36,17 @@ def causal_lm(tokenizer: Any, seed: int, source: str, text_column: str, train_si
 
     from hpsearch.locate import resolve_location
 
-    texts = load_dataset("csv", data_files=resolve_location(source, "data.source"), split="train").select_columns([text_column])
+    texts = load_dataset("csv", data_files=resolve_location(source, "data.source"), split="train").select_columns(
+        [text_column]
+    )
     split = texts.shuffle(seed=seed).train_test_split(train_size=train_size, test_size=eval_size, seed=seed)
 
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        return tokenizer([str(text) for text in batch[text_column]], truncation=True, max_length=max_length)
+        return dict(tokenizer([str(text) for text in batch[text_column]], truncation=True, max_length=max_length))
 
-    train, evaluation = (split[name].map(tokenize, batched=True, remove_columns=[text_column]) for name in ("train", "test"))
+    train, evaluation = (
+        split[name].map(tokenize, batched=True, remove_columns=[text_column]) for name in ("train", "test")
+    )
     return Task(
         train=train,
         eval=evaluation,

@@ -90,7 +90,7 @@ class TrialLoop:
         self.budget = budget  # set in a worker process: trials are claimed from the budget the workers share
         self.progress = progress
         self.failures = failures
-        self.listeners = [failures, progress, *listeners]
+        self.listeners: list[Listener] = [failures, progress, *listeners]
         self.finished = 0  # trials of this search counted as finished, the study's earlier ones included
         self._lost: CollectiveTimeout | None = None  # a DDP rank was lost during the trial being told
 
@@ -115,7 +115,9 @@ class TrialLoop:
             outcome = self.trainer.run_trial(params, handle)
         except CollectiveTimeout as lost:
             self._lost = lost
-            outcome = self.trainer.latest_outcome or TrialOutcome(state=TrialState.FAIL, params=dict(params), error=str(lost))
+            outcome = self.trainer.latest_outcome or TrialOutcome(
+                state=TrialState.FAIL, params=dict(params), error=str(lost)
+            )
         self.record(outcome)
         return outcome
 

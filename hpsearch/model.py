@@ -43,7 +43,9 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return _wordpiece(list(characters), [])
 
 
-def wordpiece_tokenizer(corpus: str, text_column: str | Sequence[str] = "text", vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+def wordpiece_tokenizer(
+    corpus: str, text_column: str | Sequence[str] = "text", vocab_size: int = 2000
+) -> PreTrainedTokenizerFast:
     """A lower-cased WordPiece tokenizer built locally from a csv corpus's text column(s) (no labels are read):
     every character seen, and the most frequent words up to ``vocab_size``; other words split into characters.
 
@@ -77,7 +79,9 @@ def _wordpiece(characters: Sequence[str], words: Sequence[str]) -> PreTrainedTok
     backend.normalizer, backend.pre_tokenizer = _bert_word_splitting()
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -124,7 +128,8 @@ def pretrained_classifier(
     config = AutoConfig.from_pretrained(
         location, num_labels=num_labels, id2label=id2label, label2id=label2id, **overrides
     )
-    return AutoModelForSequenceClassification.from_pretrained(location, config=config)
+    model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(location, config=config)
+    return model
 
 
 def tiny_bert(
@@ -141,7 +146,7 @@ def tiny_bert(
 ) -> PreTrainedModel:
     """A randomly initialised BERT classifier, small by default; ``vocab_size`` (default: the tokenizer's)
     sizes the embeddings as a real model's would, for benchmarks."""
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg] # num_labels and the label maps go to PretrainedConfig
         vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden_size,
         num_hidden_layers=num_hidden_layers,
@@ -169,8 +174,13 @@ def tiny_gpt2(
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_embd=n_embd, n_layer=n_layer, n_head=n_head, resid_pdrop=resid_pdrop,
-        n_positions=n_positions, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=resid_pdrop,
+        n_positions=n_positions,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return GPT2LMHeadModel(config)
 

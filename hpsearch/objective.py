@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -22,14 +22,16 @@ from hpsearch.errors import ObjectiveError
 from hpsearch.model_metrics import MODEL_METRICS
 from hpsearch.trials import TrialRecord
 
-DIRECTIONS = ("minimize", "maximize")
+Direction = Literal["minimize", "maximize"]
+DIRECTIONS: tuple[Direction, ...] = ("minimize", "maximize")
 SELECTIONS = ("last", "best")
 
 
 def _sklearn(name: str) -> Callable[..., float]:
     from sklearn import metrics
 
-    return getattr(metrics, name)
+    function: Callable[..., float] = getattr(metrics, name)
+    return function
 
 
 def _scipy_correlation(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -76,7 +78,7 @@ class MetricFunction:
 @dataclass(frozen=True)
 class Objective:
     metric: str
-    direction: str
+    direction: Direction
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,14 +103,16 @@ class Objectives:
                 raise ObjectiveError(f"{key}: expected exactly the keys metric and direction, got {spec!r}")
             if spec["direction"] not in DIRECTIONS:
                 raise ObjectiveError(f"{key}.direction: must be minimize or maximize (got {spec['direction']!r})")
-            items.append(Objective(_eval_name(str(spec["metric"])), str(spec["direction"])))
+            items.append(Objective(_eval_name(str(spec["metric"])), cast(Direction, spec["direction"])))
         if len({item.metric for item in items}) != len(items):
             raise ObjectiveError("objective.objectives: each metric may appear only once")
         select = config.get("select", "last")
         if select not in SELECTIONS:
             raise ObjectiveError(f"objective.select: must be last or best (got {select!r})")
         if select == "best" and len(items) > 1:
-            raise ObjectiveError("objective.select=best: several objectives have no single best evaluation; use select=last")
+            raise ObjectiveError(
+                "objective.select=best: several objectives have no single best evaluation; use select=last"
+            )
         return cls(items=tuple(items), metrics=metrics, select=select)
 
     @property
@@ -116,7 +120,7 @@ class Objectives:
         return [item.metric for item in self.items]
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return [item.direction for item in self.items]
 
     @property
@@ -195,20 +199,22 @@ def _eval_name(metric: str) -> str:
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
     """True when ``a`` is no worse than ``b`` in every objective and better in one."""
     signs = [1.0 if direction == "maximize" else -1.0 for direction in directions]
-    no_worse = all(s * x >= s * y for s, x, y in zip(signs, a, b))
-    better = any(s * x > s * y for s, x, y in zip(signs, a, b))
+    no_worse = all(s * x >= s * y for s, x, y in zip(signs, a, b, strict=False))
+    better = any(s * x > s * y for s, x, y in zip(signs, a, b, strict=False))
     return no_worse and better
 
 
 def pareto_front(trials: Sequence[TrialRecord], directions: Sequence[str]) -> list[TrialRecord]:
     """The non-dominated completed trials."""
     complete = [t for t in trials if t.is_complete]
-    return [t for t in complete if not any(dominates(o.values, t.values, directions) for o in complete)]
+    return [
+        t for t in complete if not any(dominates(o.complete_values, t.complete_values, directions) for o in complete)
+    ]
 
 
 def best_trial(trials: Sequence[TrialRecord], objectives: Objectives) -> TrialRecord | None:
     best = None
     for trial in trials:
-        if trial.is_complete and objectives.is_better(trial.values, best.values if best else None):
+        if trial.is_complete and objectives.is_better(trial.complete_values, best.complete_values if best else None):
             best = trial
     return best

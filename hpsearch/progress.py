@@ -28,22 +28,33 @@ class SearchProgress:
     def start(self, already_done: int) -> None:
         """Show the bar once the backend is connected, counting trials a resumed study already finished."""
         self.bar = tqdm(
-            total=self.n_trials, initial=already_done, desc="trials", unit="trial", file=sys.stderr,
-            disable=not self.enabled, dynamic_ncols=True,
+            total=self.n_trials,
+            initial=already_done,
+            desc="trials",
+            unit="trial",
+            file=sys.stderr,
+            disable=not self.enabled,
+            dynamic_ncols=True,
         )
 
     def __call__(self, outcome: TrialOutcome) -> None:
         if self.bar is None or self.bar.disable:
             return
-        if outcome.state is TrialState.COMPLETE and not self.objectives.is_multi and self.objectives.is_better(outcome.values, self.best):
-            self.best = outcome.values
+        if (
+            outcome.state is TrialState.COMPLETE
+            and not self.objectives.is_multi
+            and self.objectives.is_better(outcome.complete_values, self.best)
+        ):
+            self.best = outcome.complete_values
         result = (
-            ", ".join(f"{n}={_format(v)}" for n, v in zip(self.objectives.names, outcome.values))
+            ", ".join(f"{n}={_format(v)}" for n, v in zip(self.objectives.names, outcome.values, strict=False))
             if outcome.values
             else outcome.error or ""
         )
         params = " ".join(f"{k}={_format(v)}" for k, v in outcome.params.items())
-        self.bar.write(f"trial {outcome.state.value:<8} {result}  [{params}]  {outcome.duration_s:.1f}s", file=sys.stderr)
+        self.bar.write(
+            f"trial {outcome.state.value:<8} {result}  [{params}]  {outcome.duration_s:.1f}s", file=sys.stderr
+        )
         self.bar.update(1)
         if self.best is not None:
             self.bar.set_postfix({f"best {self.objectives.names[0]}": _format(self.best[0])})

@@ -27,12 +27,20 @@ def _objective_columns(objectives: Objectives) -> list[str]:
 
 def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: list[str], objectives: Objectives) -> None:
     metric_names = sorted({name for trial in trials for name in trial.metrics})
-    header = ["number", "state", *_objective_columns(objectives), *param_names, *metric_names, "duration_s", "finished_at"]
+    header = [
+        "number",
+        "state",
+        *_objective_columns(objectives),
+        *param_names,
+        *metric_names,
+        "duration_s",
+        "finished_at",
+    ]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for trial in sorted(trials, key=lambda t: t.number):
-            values = trial.values or [None] * len(objectives.names)
+            values: list[float | None] = [*trial.values] if trial.values else [None] * len(objectives.names)
             writer.writerow(
                 [
                     trial.number,
@@ -49,7 +57,9 @@ def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: lis
 def _summary(trial: TrialRecord, objectives: Objectives) -> dict[str, Any]:
     return {
         "trial": trial.number,
-        "objective": dict(zip(objectives.names, trial.values)) if objectives.is_multi else trial.values[0],
+        "objective": dict(zip(objectives.names, trial.complete_values, strict=True))
+        if objectives.is_multi
+        else trial.complete_values[0],
         "hyperparameters": trial.params,
         "metrics": trial.metrics,
     }
@@ -75,7 +85,11 @@ def write_results(
         (run_dir / PARETO_JSON).write_text(
             json.dumps(
                 [
-                    {"trial": t.number, "objectives": dict(zip(objectives.names, t.values)), "hyperparameters": t.params}
+                    {
+                        "trial": t.number,
+                        "objectives": dict(zip(objectives.names, t.complete_values, strict=True)),
+                        "hyperparameters": t.params,
+                    }
                     for t in front
                 ],
                 indent=2,
@@ -98,7 +112,9 @@ def write_best_yaml(path: Path, best: TrialRecord) -> None:
     path.write_text(header + yaml.safe_dump({"trial": best.number, "hyperparameters": best.params}, sort_keys=True))
 
 
-def plot_pareto(path: Path, trials: Sequence[TrialRecord], front: Sequence[TrialRecord], objectives: Objectives) -> None:
+def plot_pareto(
+    path: Path, trials: Sequence[TrialRecord], front: Sequence[TrialRecord], objectives: Objectives
+) -> None:
     """Completed trials on the first two objectives, the Pareto front highlighted and joined."""
     import matplotlib
 
@@ -108,11 +124,30 @@ def plot_pareto(path: Path, trials: Sequence[TrialRecord], front: Sequence[Trial
     complete = [t for t in trials if t.is_complete]
     (x_name, y_name), (x_dir, y_dir) = objectives.names[:2], objectives.directions[:2]
     figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    axes.scatter([t.values[0] for t in complete], [t.values[1] for t in complete], c="#9aa5b1", label="trials", zorder=2)
-    ordered = sorted(front, key=lambda t: t.values[0])
-    axes.plot([t.values[0] for t in ordered], [t.values[1] for t in ordered], "-o", c="#d1495b", label="Pareto front", zorder=3)
+    axes.scatter(
+        [t.complete_values[0] for t in complete],
+        [t.complete_values[1] for t in complete],
+        c="#9aa5b1",
+        label="trials",
+        zorder=2,
+    )
+    ordered = sorted(front, key=lambda t: t.complete_values[0])
+    axes.plot(
+        [t.complete_values[0] for t in ordered],
+        [t.complete_values[1] for t in ordered],
+        "-o",
+        c="#d1495b",
+        label="Pareto front",
+        zorder=3,
+    )
     for trial in ordered:
-        axes.annotate(str(trial.number), (trial.values[0], trial.values[1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axes.annotate(
+            str(trial.number),
+            (trial.complete_values[0], trial.complete_values[1]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
     arrow = {"maximize": "higher is better", "minimize": "lower is better"}
     axes.set_xlabel(f"{x_name} ({arrow[x_dir]})")
     axes.set_ylabel(f"{y_name} ({arrow[y_dir]})")

@@ -14,6 +14,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from typing_extensions import Self
+
 from hpsearch.errors import ConfigError
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
@@ -58,8 +60,7 @@ def _check_minimum(key: str, annotation: Any, value: Any, minimum: float) -> Non
     if admits(annotation, value) and value >= minimum:
         return
     kind = "an integer" if not admits(annotation, 0.5) else "a number"
-    nullable = " or null" if admits(annotation, None) else ""
-    raise ConfigError(f"{key}: must be {kind} >= {minimum}{nullable} (got {value!r})")
+    raise ConfigError(f"{key}: must be {kind} >= {minimum} (got {value!r})")
 
 
 def unknown_key(key: str, known: list[str]) -> str:
@@ -74,7 +75,7 @@ class Settings:
     the fields have none: the YAML fills every one of them."""
 
     @classmethod
-    def from_config(cls: type[SettingsT], config: Mapping[str, Any], prefix: str, ignore: tuple[str, ...] = ()) -> SettingsT:
+    def from_config(cls, config: Mapping[str, Any], prefix: str, ignore: tuple[str, ...] = ()) -> Self:
         hints = typing.get_type_hints(cls)
         fields = {field.name: field for field in dataclasses.fields(cls)}
         names = list(fields)

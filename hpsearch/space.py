@@ -17,11 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from hpsearch.errors import SearchSpaceError
 
-ChoiceValue = Union[None, bool, int, float, str]
+ChoiceValue = None | bool | int | float | str
 _FLOAT_TOLERANCE = 1e-9
 
 
@@ -123,7 +123,7 @@ class IntParam:
         number = float(value)
         if number != round(number):
             raise _fail(self.name, f"backend returned a non-integer value {value!r}")
-        return int(round(number))
+        return round(number)
 
     def admits(self, value: Any) -> bool:
         return (
@@ -173,10 +173,10 @@ class FixedParam:
         return self.value
 
     def admits(self, value: Any) -> bool:
-        return value == self.value
+        return bool(value == self.value)
 
 
-Param = Union[FloatParam, IntParam, CategoricalParam, FixedParam]
+Param = FloatParam | IntParam | CategoricalParam | FixedParam
 
 _TYPES: dict[str, tuple[type, set[str], set[str]]] = {
     # type name: (class, required keys, optional keys)
@@ -211,7 +211,8 @@ def parse_param(name: str, spec: Any) -> Param:
         kwargs["choices"] = tuple(kwargs["choices"])
     if "log" in kwargs and not isinstance(kwargs["log"], bool):
         raise _fail(name, f"log must be true or false (got {kwargs['log']!r})")
-    return cls(name=name, **kwargs)
+    param: Param = cls(name=name, **kwargs)
+    return param
 
 
 @dataclass(frozen=True)
@@ -262,9 +263,11 @@ class SearchSpace:
         return values
 
     def read(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Typed values for every parameter from a trial's stored config: keys outside the space are dropped,
-        and parameters with a single value (which some backends never store) are filled in."""
-        return self.cast({**self.single_values(), **{name: value for name, value in config.items() if name in self.names}})
+        """Typed values, in the space's order, from a trial's stored config: keys outside the space are dropped,
+        parameters with a single value (which some backends never store) are filled in, and a parameter the
+        trial never received (it was stopped first) stays missing."""
+        values = {**self.single_values(), **config}
+        return {param.name: param.cast(values[param.name]) for param in self.params if param.name in values}
 
     def grid(self, key: str) -> dict[str, list[Any]]:
         """Every value of every tunable parameter, both ends included; ``key`` names the option needing it."""
@@ -275,14 +278,18 @@ class SearchSpace:
             elif (isinstance(param, IntParam) and not param.log) or (isinstance(param, FloatParam) and param.step):
                 points[param.name] = param.values()
             else:
-                raise SearchSpaceError(f"{key}: space.{param.name} has no finite grid; give it a step or make it categorical")
+                raise SearchSpaceError(
+                    f"{key}: space.{param.name} has no finite grid; give it a step or make it categorical"
+                )
         return points
 
     def representative(self) -> dict[str, Any]:
         """One valid value per parameter (low bound, first choice), to build a model before any trial."""
         return {
-            param.name: param.value if isinstance(param, FixedParam)
-            else param.choices[0] if isinstance(param, CategoricalParam)
+            param.name: param.value
+            if isinstance(param, FixedParam)
+            else param.choices[0]
+            if isinstance(param, CategoricalParam)
             else param.low
             for param in self.params
         }

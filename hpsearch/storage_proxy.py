@@ -10,6 +10,7 @@ says otherwise: expose it only on a private network, or reach it through an SSH 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from hpsearch.errors import HPSearchError
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         if not args.storage.partition("://")[0] or args.storage.startswith("grpc://"):
-            raise ConfigError(f"storage={redact_text(args.storage)}: the proxy fronts a database URL, e.g. postgresql://user@db-host/hpsearch")
+            raise ConfigError(
+                f"storage={redact_text(args.storage)}: the proxy fronts a database URL, e.g. postgresql://user@db-host/hpsearch"
+            )
         require("grpc", "python -m hpsearch.storage_proxy", "grpcio", "grpc")
         storage = open_storage(args.storage)
     except HPSearchError as error:
@@ -40,10 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     storage = get_storage(storage)  # optuna's in-process cache in front of the database, as its docs advise
 
     print(f"hpsearch.storage_proxy: serving {redact_text(args.storage)} on grpc://{args.host}:{args.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run_grpc_proxy_server(storage, host=args.host, port=args.port)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class SearchTrainer(Trainer):
                 return self.hpsearch_model_init(self.space.representative())
             except HPSearchError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any error of the user's model_init is a config error
                 raise ConfigError(
                     f"model.model_init: building the model failed ({type(error).__name__}: {first_line(error)})"
                 ) from None
@@ -114,7 +114,9 @@ class SearchTrainer(Trainer):
         if self.coordinator is not None:
             self.coordinator.decide(Message(Decision.CONTINUE))
 
-    def run_trial(self, params: Mapping[str, Any], handle: Any = None, resume_from_checkpoint: str | None = None) -> TrialOutcome:
+    def run_trial(
+        self, params: Mapping[str, Any], handle: Any = None, resume_from_checkpoint: str | None = None
+    ) -> TrialOutcome:
         """Train one trial from typed values; its outcome, whether it completed, failed or was pruned."""
         started = time.perf_counter()
         self.latest_outcome = None
@@ -132,12 +134,15 @@ class SearchTrainer(Trainer):
             values = self.objectives.values(metrics)
             state = TrialState.COMPLETE
             if any(math.isnan(value) for value in values):
-                state, error = TrialState.FAIL, f"objective is NaN ({dict(zip(self.objectives.names, values))})"
+                state, error = (
+                    TrialState.FAIL,
+                    f"objective is NaN ({dict(zip(self.objectives.names, values, strict=False))})",
+                )
         except HPSearchError:
             raise
         except TrialPruned:
             state = TrialState.PRUNED
-        except Exception as exception:
+        except Exception as exception:  # noqa: BLE001 - whatever a trial raises fails that trial alone
             state, error = TrialState.FAIL, f"{type(exception).__name__}: {first_line(exception)}"
             if self._in_collectives:
                 self._abandon(error, started, exception)
@@ -146,7 +151,11 @@ class SearchTrainer(Trainer):
             outcome = self._finish(state, started, values if state is TrialState.COMPLETE else None, metrics, error)
         finally:
             self._trial_params = self._handle = None
-        if state is TrialState.COMPLETE and self.best_model is not None and (self.coordinator is None or self.coordinator.is_leader):
+        if (
+            state is TrialState.COMPLETE
+            and self.best_model is not None
+            and (self.coordinator is None or self.coordinator.is_leader)
+        ):
             self.best_model.offer(self.accelerator.unwrap_model(self.model), self.processing_class, outcome)
         if state is TrialState.FAIL:
             self._free_memory()
@@ -220,6 +229,7 @@ class SearchTrainer(Trainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None or "learning_rate" not in (self._trial_params or {}):
             return
+        assert self.optimizer is not None and self.lr_scheduler is not None  # loaded just above
         rate = self.args.learning_rate
         for group in self.optimizer.param_groups:
             group["initial_lr"] = rate
@@ -229,7 +239,7 @@ class SearchTrainer(Trainer):
         """After a failed trial (one that ran out of GPU memory, say), drop what it held before the next one."""
         import torch
 
-        self.model = self.model_wrapped = None
+        self.model = self.model_wrapped = None  # type: ignore[assignment] # until the next trial builds its own
         self.optimizer = self.lr_scheduler = None
         self.accelerator.free_memory()
         gc.collect()
@@ -244,7 +254,9 @@ class SearchTrainer(Trainer):
         metrics: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> TrialOutcome:
-        numeric = {k: float(v) for k, v in (metrics or self._chosen_metrics or {}).items() if isinstance(v, (int, float))}
+        numeric = {
+            k: float(v) for k, v in (metrics or self._chosen_metrics or {}).items() if isinstance(v, (int, float))
+        }
         self.latest_outcome = TrialOutcome(
             state=state,
             params=dict(self._trial_params or {}),

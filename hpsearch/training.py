@@ -42,7 +42,8 @@ def check_training(training: Mapping[str, Any], space_names: list[str]) -> None:
     if overridden:
         log.info(
             "the search space sets %s, so each trial overrides %s",
-            ", ".join(overridden), ", ".join(f"training.{name}={training[name]!r}" for name in overridden),
+            ", ".join(overridden),
+            ", ".join(f"training.{name}={training[name]!r}" for name in overridden),
         )
 
 

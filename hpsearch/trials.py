@@ -28,7 +28,7 @@ class TrialState(str, Enum):
         return self.value
 
 
-class TrialPruned(Exception):  # noqa: N818 - the name every search library gives this signal
+class TrialPruned(Exception):
     """Raised inside training to stop a trial early: a backend's pruner decided, or rank zero did under DDP."""
 
 
@@ -48,7 +48,18 @@ class TrialOutcome:
 
     @property
     def is_complete(self) -> bool:
-        return self.state is TrialState.COMPLETE and self.values is not None and not any(math.isnan(v) for v in self.values)
+        return (
+            self.state is TrialState.COMPLETE
+            and self.values is not None
+            and not any(math.isnan(v) for v in self.values)
+        )
+
+    @property
+    def complete_values(self) -> list[float]:
+        """The objective values, which only a COMPLETE trial has."""
+        if self.values is None:
+            raise ValueError(f"a {self.state} trial has no objective values")
+        return self.values
 
 
 @dataclass(frozen=True, kw_only=True)

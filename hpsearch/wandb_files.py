@@ -74,12 +74,17 @@ def read_run_file(path: Path) -> RunFile:
 
     run = RunFile(path)
     for payload in _payloads(path.read_bytes()):
-        record = wandb_internal_pb2.Record()
+        record = wandb_internal_pb2.Record()  # type: ignore[attr-defined] # generated protobuf class
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":
             info = record.run
-            run.run_id, run.sweep_id, run.group, run.job_type = info.run_id, info.sweep_id, info.run_group, info.job_type
+            run.run_id, run.sweep_id, run.group, run.job_type = (
+                info.run_id,
+                info.sweep_id,
+                info.run_group,
+                info.job_type,
+            )
             run.tags, run.resumed = list(info.tags), info.resumed
             run.start_time = info.start_time.seconds + info.start_time.nanos / 1e9
             run.config.update(_items(info.config.update))
@@ -91,7 +96,11 @@ def read_run_file(path: Path) -> RunFile:
             run.history.append(_items(record.history.item))
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
-    run.config = {key: value.get("value", value) if isinstance(value, dict) else value for key, value in run.config.items() if not key.startswith("_")}
+    run.config = {
+        key: value.get("value", value) if isinstance(value, dict) else value
+        for key, value in run.config.items()
+        if not key.startswith("_")
+    }
     return run
 
 

@@ -137,7 +137,9 @@ class _Supervisor:
         self.processes = processes
         self.budget = budget
         self.supervision = supervision
-        self.seen: set[int] = {record.number for record in supervision.read_records() if record.state is not TrialState.RUNNING}
+        self.seen: set[int] = {
+            record.number for record in supervision.read_records() if record.state is not TrialState.RUNNING
+        }
         self.dead: set[int] = set()
 
     def tick(self) -> None:

@@ -54,7 +54,11 @@ def rank_one_fails_mid_trial_tiny_bert(
     global _models_built
     _models_built += 1  # the first model is the Trainer's own check before any trial
     model = tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
-    if os.environ.get("RANK") == "1" and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" and _models_built == 3:
+    if (
+        os.environ.get("RANK") == "1"
+        and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        and _models_built == 3
+    ):
         forwards = itertools.count(1)
 
         def fail_at_third_forward(module: Any, args: Any) -> None:

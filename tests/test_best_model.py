@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
+from support import requires
 
 from hpsearch.app import run
 from hpsearch.best_model import SCORE_FILE, BestModelKeeper
@@ -17,7 +18,13 @@ from hpsearch.trials import TrialOutcome, TrialState
 
 def evaluate_saved(folder: Path, cfg: DictConfig, tmp_path: Path) -> dict[str, float]:
     """Reload the kept model and tokenizer with ``from_pretrained`` and evaluate them on the search's eval split."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from hpsearch.data import read_data, tokenize_data
 
@@ -27,16 +34,21 @@ def evaluate_saved(folder: Path, cfg: DictConfig, tmp_path: Path) -> dict[str, f
     data = tokenize_data(read_data(config, cfg.seed), config, tokenizer)
     objectives = Objectives.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
     args = TrainingArguments(output_dir=str(tmp_path / "eval"), per_device_eval_batch_size=128, report_to=[])
-    trainer = Trainer(model=model, args=args, eval_dataset=data.eval, data_collator=DataCollatorWithPadding(tokenizer),
-                      compute_metrics=objectives.metric_function(regression=False))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        eval_dataset=data.eval,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=objectives.metric_function(regression=False),
+    )
     return trainer.evaluate()
 
 
-@pytest.mark.parametrize("backend", ["optuna", "sigopt"])
-def test_best_model_reloads_and_reproduces_its_metrics(make_config: Callable[..., DictConfig], tmp_path: Path, backend: str) -> None:
+@pytest.mark.parametrize("backend", ["optuna", pytest.param("sigopt", marks=requires("sigoptlite"))])
+def test_best_model_reloads_and_reproduces_its_metrics(
+    make_config: Callable[..., DictConfig], tmp_path: Path, backend: str
+) -> None:
     extra = ["backend.driver=lite"] if backend == "sigopt" else []
-    if backend == "sigopt":
-        pytest.importorskip("sigoptlite")
     cfg = make_config("experiment=smoke", "n_trials=3", f"backend={backend}", *extra, "save_best_model=true")
     result = run(cfg)
     folder = Path(cfg.run_dir) / "best_model"
@@ -49,14 +61,20 @@ def test_best_model_reloads_and_reproduces_its_metrics(make_config: Callable[...
 
 
 def test_kept_model_is_replaced_only_by_a_better_trial(tmp_path: Path) -> None:
-    objectives = Objectives.from_config({"metrics": ["accuracy"], "objectives": [{"metric": "eval_accuracy", "direction": "maximize"}]})
+    objectives = Objectives.from_config(
+        {"metrics": ["accuracy"], "objectives": [{"metric": "eval_accuracy", "direction": "maximize"}]}
+    )
     keeper = BestModelKeeper(tmp_path / "best_model", objectives)
     from transformers import BertConfig, BertForSequenceClassification
 
-    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    )
 
     def outcome(value: float) -> TrialOutcome:
-        return TrialOutcome(state=TrialState.COMPLETE, params={"learning_rate": value}, values=[value], metrics={"eval_accuracy": value})
+        return TrialOutcome(
+            state=TrialState.COMPLETE, params={"learning_rate": value}, values=[value], metrics={"eval_accuracy": value}
+        )
 
     assert keeper.offer(model, None, outcome(0.6))
     assert not keeper.offer(model, None, outcome(0.5))  # worse: the kept model stays
@@ -70,7 +88,11 @@ def test_kept_model_is_replaced_only_by_a_better_trial(tmp_path: Path) -> None:
 def test_rerun_keeps_its_model(make_config: Callable[..., DictConfig], tmp_path: Path) -> None:
     first = make_config("experiment=smoke", "n_trials=1")
     run(first)
-    again = make_config("experiment=smoke", f"rerun={Path(first.run_dir) / 'best_hyperparameters.yaml'}", "save_best_model=true",
-                        f"run_dir={tmp_path / 'rerun'}")
+    again = make_config(
+        "experiment=smoke",
+        f"rerun={Path(first.run_dir) / 'best_hyperparameters.yaml'}",
+        "save_best_model=true",
+        f"run_dir={tmp_path / 'rerun'}",
+    )
     result = run(again)
     assert json.loads((tmp_path / "rerun" / "best_model" / SCORE_FILE).read_text())["values"] == result.best.values

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from conftest import cli_env
+from support import cli_env
 
 SMOKE = ["experiment=smoke"]
 
 
-def test_smoke_search_from_another_directory(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_smoke_search_from_another_directory(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     done = cli(*SMOKE, "n_trials=3", "study_name=cli-smoke")
     assert done.returncode == 0, done.stderr
     assert "best trial" in done.stdout
@@ -30,10 +31,17 @@ def test_smoke_search_from_another_directory(cli: Callable[..., subprocess.Compl
 
 def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     secret = "sk-test-0123456789abcdef"
-    done = cli(*SMOKE, "n_trials=1", f"+training.hub_token={secret}", "+notes=postgresql://bob:hunter2@db/x",
-               WANDB_API_KEY=secret)
+    done = cli(
+        *SMOKE,
+        "n_trials=1",
+        f"+training.hub_token={secret}",
+        "+notes=postgresql://bob:hunter2@db/x",
+        WANDB_API_KEY=secret,
+    )
     assert done.returncode == 0, done.stderr
-    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.suffix in (".yaml", ".json", ".csv", ".log")]
+    written = [
+        p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.suffix in (".yaml", ".json", ".csv", ".log")
+    ]
     assert any(p.name == "overrides.yaml" for p in written)
     for path in written:
         text = path.read_text()
@@ -43,23 +51,35 @@ def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.Completed
 
 BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
     (["+backend.samplr=tpe"], "backend.samplr: not a setting of backend; did you mean 'sampler'?"),
-    (["backend.wait_s=fast"], "backend.wait_s: must be a number >= 0 or null (got 'fast')"),
+    (["backend.wait_s=fast"], "backend.wait_s: must be a number >= 0 (got 'fast')"),
     (["backend=nope"], "backend: unknown backend 'nope'; choose one of"),
     (["experiment=nope"], "experiment: unknown experiment 'nope'; choose one of"),
     (["space.learning_rate.low=1.0"], "space.learning_rate: low must be <= high (low=1.0, high=0.01)"),
     (["space.learning_rate.low=0.0"], "space.learning_rate: log scale needs low > 0 (low=0.0, high=0.01)"),
     (["space.per_device_train_batch_size.choices=[]"], "space.per_device_train_batch_size: choices must not be empty"),
-    (["+space.not_a_field={type:float,low:0.0,high:1.0}"], "space.not_a_field: neither a TrainingArguments field nor an argument of model_init"),
-    (["objective.objectives.0.metric=eval_bleu"], "objective.objectives[0].metric: 'eval_bleu' is never returned by evaluation"),
+    (
+        ["+space.not_a_field={type:float,low:0.0,high:1.0}"],
+        "space.not_a_field: neither a TrainingArguments field nor an argument of model_init",
+    ),
+    (
+        ["objective.objectives.0.metric=eval_bleu"],
+        "objective.objectives[0].metric: 'eval_bleu' is never returned by evaluation",
+    ),
     (["n_trials=0"], "n_trials: must be an integer >= 1 (got 0)"),
     (["data.source=/no/such/file.csv"], "data.source: no such file '/no/such/file.csv'"),
     (["data.text_column=review"], "data.text_column: column 'review' does not exist; available: ['text', 'label']"),
     (["backend.sampler=annealing"], "backend.sampler: unknown sampler 'annealing'"),
     (["backend.pruner=median"], "backend.pruner=median: pruning needs in-training evaluation"),
-    (["training.learnin_rate=0.1"], "Could not override 'training.learnin_rate'; To append to your config use +training.learnin_rate=0.1; Key 'learnin_rate' is not in struct"),
+    (
+        ["training.learnin_rate=0.1"],
+        "Could not override 'training.learnin_rate'; To append to your config use +training.learnin_rate=0.1; Key 'learnin_rate' is not in struct",
+    ),
     (["+training.learnin_rate=0.1"], "training.learnin_rate: not a TrainingArguments field"),
     (["storage=postgresql://u:pw@127.0.0.1:9/none"], "storage: cannot open postgresql://u:***@127.0.0.1:9/none"),
-    (["storage=grpc://127.0.0.1:9"], "storage: no gRPC storage proxy answers at grpc://127.0.0.1:9 (ConnectionError); start one with python -m hpsearch.storage_proxy"),
+    (
+        ["storage=grpc://127.0.0.1:9"],
+        "storage: no gRPC storage proxy answers at grpc://127.0.0.1:9 (ConnectionError); start one with python -m hpsearch.storage_proxy",
+    ),
     (["storage=grpc://proxy-host"], "storage=grpc://proxy-host: a gRPC storage proxy is grpc://HOST:PORT"),
     (["backend.grace_period_s=30"], "backend.grace_period_s=30: must be longer than backend.heartbeat_interval_s=60"),
     (["backend.heartbeat_interval_s=0.5"], "backend.heartbeat_interval_s: must be an integer >= 1 (got 0.5)"),
@@ -67,7 +87,10 @@ BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
     (["training.use_cpu=maybe"], "training.use_cpu: 'maybe' is not a valid bool; fix the value"),
     (["training.per_device_train_batch_size=1.5"], "training.per_device_train_batch_size: 1.5 is not a valid int"),
 ]
-EXIT_CODES = {"storage=postgresql://u:pw@127.0.0.1:9/none": 3, "storage=grpc://127.0.0.1:9": 3}  # backend or storage unavailable; the rest: config errors
+EXIT_CODES = {
+    "storage=postgresql://u:pw@127.0.0.1:9/none": 3,
+    "storage=grpc://127.0.0.1:9": 3,
+}  # backend or storage unavailable; the rest: config errors
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[o[0] for o, _ in BAD_INPUTS])
@@ -92,11 +115,31 @@ def test_unreadable_data_file(cli: Callable[..., subprocess.CompletedProcess[str
 
 
 MISSING = [
-    (["backend.sampler=cmaes"], "cmaes", "backend.sampler=cmaes needs the package 'cmaes', which is not installed; fix: pip install 'hpsearch[cmaes]'"),
-    (["backend=ray"], "ray", "backend=ray needs the package 'ray[tune]', which is not installed; fix: pip install 'hpsearch[ray]'"),
-    (["backend=wandb"], "wandb", "backend=wandb needs the package 'wandb', which is not installed; fix: pip install 'hpsearch[wandb]'"),
-    (["backend=sigopt"], "sigopt", "backend=sigopt needs the package 'sigopt', which is not installed; fix: pip install 'hpsearch[sigopt]'"),
-    (["tracking=wandb"], "wandb", "tracking=wandb needs the package 'wandb', which is not installed; fix: pip install 'hpsearch[wandb]'"),
+    (
+        ["backend.sampler=cmaes"],
+        "cmaes",
+        "backend.sampler=cmaes needs the package 'cmaes', which is not installed; fix: pip install 'hpsearch[cmaes]'",
+    ),
+    (
+        ["backend=ray"],
+        "ray",
+        "backend=ray needs the package 'ray[tune]', which is not installed; fix: pip install 'hpsearch[ray]'",
+    ),
+    (
+        ["backend=wandb"],
+        "wandb",
+        "backend=wandb needs the package 'wandb', which is not installed; fix: pip install 'hpsearch[wandb]'",
+    ),
+    (
+        ["backend=sigopt"],
+        "sigopt",
+        "backend=sigopt needs the package 'sigopt', which is not installed; fix: pip install 'hpsearch[sigopt]'",
+    ),
+    (
+        ["tracking=wandb"],
+        "wandb",
+        "tracking=wandb needs the package 'wandb', which is not installed; fix: pip install 'hpsearch[wandb]'",
+    ),
 ]
 
 
@@ -125,7 +168,11 @@ def test_sweep_values_are_checked_one_by_one(override: str, message: str | None)
 
 @pytest.mark.parametrize(("overrides", "module", "message"), MISSING, ids=[m[0][0] for m in MISSING])
 def test_missing_optional_package_gives_install_hint(
-    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, overrides: list[str], module: str, message: str
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    overrides: list[str],
+    module: str,
+    message: str,
 ) -> None:
     shadow = tmp_path / "shadow" / module  # an import of it fails as if it were not installed
     shadow.mkdir(parents=True)
@@ -152,8 +199,17 @@ def _finished(journal: Path) -> int:
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=6", "study_name=resume", "data.train_size=400",
-            "training.num_train_epochs=2", f"hydra.run.dir={tmp_path / 'first'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        *SMOKE,
+        "n_trials=6",
+        "study_name=resume",
+        "data.train_size=400",
+        "training.num_train_epochs=2",
+        f"hydra.run.dir={tmp_path / 'first'}",
+    ]
     db = tmp_path / ".hpsearch" / "resume.log"
     first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -165,7 +221,7 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
     assert 2 <= finished_before < 6, "the first run must be killed mid-search"
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
-    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180)
+    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180, check=False)
     assert second.returncode == 0, second.stderr
     rows = (tmp_path / "second" / "trials.csv").read_text().splitlines()[1:]
     states = [row.split(",")[1] for row in rows]
@@ -177,10 +233,21 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "hpsearch", *SMOKE, "n_trials=5", "study_name=interrupt", "data.train_size=400",
-            "training.num_train_epochs=4", f"hydra.run.dir={tmp_path / 'first'}"]  # trials of seconds: Ctrl-C lands mid-search
+    args = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        *SMOKE,
+        "n_trials=5",
+        "study_name=interrupt",
+        "data.train_size=400",
+        "training.num_train_epochs=4",
+        f"hydra.run.dir={tmp_path / 'first'}",
+    ]  # trials of seconds: Ctrl-C lands mid-search
     db = tmp_path / ".hpsearch" / "interrupt.log"
-    first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while _finished(db) < 1 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
@@ -194,19 +261,29 @@ def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
     assert 1 <= finished < 5
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
-    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180)
+    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180, check=False)
     assert second.returncode == 0, second.stderr
     assert _finished(db) == 5
 
 
 def test_console_script(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "hpsearch"
-    done = subprocess.run([str(script), "backend=nope"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(script), "backend=nope"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("hpsearch: error: backend: unknown backend 'nope'")
 
 
-def test_space_overriding_a_training_value_is_logged_once(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_space_overriding_a_training_value_is_logged_once(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     done = cli(*SMOKE, "n_trials=1", "training.learning_rate=0.5")
     assert done.returncode == 0, done.stderr
     log = (tmp_path / "run" / "__main__.log").read_text()
@@ -217,17 +294,21 @@ def test_space_overriding_a_training_value_is_logged_once(cli: Callable[..., sub
 def test_masking_keeps_names_that_only_contain_a_secret_word() -> None:
     from hpsearch.config import REDACTED, redacted
 
-    masked = redacted({
-        "model": {"tokenizer": {"_target_": "hpsearch.model.char_tokenizer"}},
-        "training": {"average_tokens_across_devices": False, "hub_token": "hf_secret", "max_tokens": 7},
-        "backend": {"api_key": "k", "wandb_api_key": "w", "password": "p", "client_secret": "s"},
-    })
+    masked = redacted(
+        {
+            "model": {"tokenizer": {"_target_": "hpsearch.model.char_tokenizer"}},
+            "training": {"average_tokens_across_devices": False, "hub_token": "hf_secret", "max_tokens": 7},
+            "backend": {"api_key": "k", "wandb_api_key": "w", "password": "p", "client_secret": "s"},
+        }
+    )
     assert masked["model"]["tokenizer"] == {"_target_": "hpsearch.model.char_tokenizer"}
     assert masked["training"] == {"average_tokens_across_devices": False, "hub_token": REDACTED, "max_tokens": 7}
     assert set(masked["backend"].values()) == {REDACTED}
 
 
-def test_saved_config_is_the_resolved_config(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_saved_config_is_the_resolved_config(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     import yaml
 
     done = cli(*SMOKE, "n_trials=1")
@@ -238,8 +319,15 @@ def test_saved_config_is_the_resolved_config(cli: Callable[..., subprocess.Compl
 
 
 def test_help_names_the_app_and_shows_usage(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "hpsearch", "--help"], cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "--help"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0
     assert "__main__ is powered by Hydra" not in done.stdout
     assert done.stdout.startswith("hpsearch: hyperparameter search for Hugging Face transformers")

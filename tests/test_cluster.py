@@ -3,7 +3,6 @@ optuna's gRPC storage proxy, and a submitit job array (.ci/run starts PostgreSQL
 
 from __future__ import annotations
 
-import csv
 import ipaddress
 import os
 import signal
@@ -16,18 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import POSTGRES_URL, cli_env, read_trials, requires
 
-from conftest import cli_env
-
-POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="set HPSEARCH_TEST_POSTGRES_URL (see .ci/postgres.sh)")
+pytestmark = requires(postgres=True)
 SHARED = ["experiment=smoke", "data.train_size=128", "data.eval_size=64"]
 LONG_TRIALS = ["data.train_size=400", "training.num_train_epochs=3"]  # seconds each: time to kill one mid-trial
 
 
 def command(study: str, run_dir: Path, *overrides: str, storage: str | None = POSTGRES_URL) -> list[str]:
-    return [sys.executable, "-m", "hpsearch", *SHARED, f"storage={storage}", f"study_name={study}",
-            f"hydra.run.dir={run_dir}", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        *SHARED,
+        f"storage={storage}",
+        f"study_name={study}",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -41,7 +46,7 @@ def load(study: str) -> Any:
 
 
 def finished_rows(run_dir: Path) -> list[dict[str, str]]:
-    return [row for row in csv.DictReader((run_dir / "trials.csv").open()) if row["state"] in ("COMPLETE", "PRUNED")]
+    return [row for row in read_trials(run_dir) if row["state"] in ("COMPLETE", "PRUNED")]
 
 
 def assert_complete_study(study: str, n_trials: int) -> list[Any]:
@@ -60,7 +65,7 @@ def test_two_commands_share_one_study(tmp_path: Path) -> None:
     study = f"machines-{uuid.uuid4().hex[:8]}"
     commands = [start(command(study, tmp_path / name, "n_trials=6", *LONG_TRIALS[:1]), tmp_path) for name in ("a", "b")]
     outputs = [process.communicate(timeout=300) for process in commands]
-    for process, (_, stderr) in zip(commands, outputs):
+    for process, (_, stderr) in zip(commands, outputs, strict=False):
         assert process.returncode == 0, stderr[-3000:]
     finished = assert_complete_study(study, 6)
     assert {t.user_attrs["worker_pid"] for t in finished} == {process.pid for process in commands}  # both trained
@@ -72,14 +77,24 @@ def test_two_commands_share_one_study(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_killed_command_trial_is_retried_by_the_survivor(tmp_path: Path) -> None:
     study = f"preempted-{uuid.uuid4().hex[:8]}"
-    heartbeat = ["backend.heartbeat_interval_s=1", "backend.grace_period_s=3", "backend.wait_s=60", "n_trials=5", *LONG_TRIALS]
+    heartbeat = [
+        "backend.heartbeat_interval_s=1",
+        "backend.grace_period_s=3",
+        "backend.wait_s=60",
+        "n_trials=5",
+        *LONG_TRIALS,
+    ]
     victim, survivor = (start(command(study, tmp_path / name, *heartbeat), tmp_path) for name in ("victim", "survivor"))
     killed_trial = None
     deadline = time.monotonic() + 180
     while killed_trial is None and time.monotonic() < deadline:
         time.sleep(0.3)
         try:
-            running = [t for t in load(study).trials if t.state.name == "RUNNING" and t.user_attrs.get("worker_pid") == victim.pid]
+            running = [
+                t
+                for t in load(study).trials
+                if t.state.name == "RUNNING" and t.user_attrs.get("worker_pid") == victim.pid
+            ]
         except KeyError:  # the study does not exist yet
             continue
         if running:
@@ -94,7 +109,9 @@ def test_killed_command_trial_is_retried_by_the_survivor(tmp_path: Path) -> None
     trials = load(study).trials
     assert trials[killed_trial.number].state.name == "FAIL"  # failed as stale, not left RUNNING
     (retry,) = [t for t in finished if t.system_attrs.get("failed_trial") == killed_trial.number]
-    assert retry.params == killed_trial.params  # optuna's RetryHeartbeatStaleTrialCallback queued the same hyperparameters
+    assert (
+        retry.params == killed_trial.params
+    )  # optuna's RetryHeartbeatStaleTrialCallback queued the same hyperparameters
     assert retry.user_attrs["worker_pid"] == survivor.pid
     assert len(finished_rows(tmp_path / "survivor")) == 5
 
@@ -116,8 +133,13 @@ def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
     import psutil
 
     port = _free_port()
-    proxy = subprocess.Popen([sys.executable, "-m", "hpsearch.storage_proxy", POSTGRES_URL, "--port", str(port)],
-                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch.storage_proxy", POSTGRES_URL, "--port", str(port)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "serving" in proxy.stdout.readline()
         listening: list[Any] = []
@@ -129,7 +151,9 @@ def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
         study = f"proxy-{uuid.uuid4().hex[:8]}"
         run_dir = tmp_path / "run"
         args = command(study, run_dir, "workers=2", "n_trials=4", storage=f"grpc://127.0.0.1:{port}")
-        done = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300, check=False
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     finally:
         proxy.terminate()
@@ -140,13 +164,29 @@ def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires("hydra_plugins.hydra_submitit_launcher")
 def test_submitit_local_job_array_shares_one_study(tmp_path: Path) -> None:
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     study = f"array-{uuid.uuid4().hex[:8]}"
     done = subprocess.run(
-        [sys.executable, "-m", "hpsearch", "-m", "hydra/launcher=submitit_local", *SHARED, f"storage={POSTGRES_URL}",
-         f"study_name={study}", "n_trials=4", "array_task=0,1", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "hpsearch",
+            "-m",
+            "hydra/launcher=submitit_local",
+            *SHARED,
+            f"storage={POSTGRES_URL}",
+            f"study_name={study}",
+            "n_trials=4",
+            "array_task=0,1",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_complete_study(study, 4)

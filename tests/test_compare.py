@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import cli_env, read_trials, requires
 
-from conftest import cli_env
 from hpsearch.compare import importance, read_run_dir
 
 CLI = Callable[..., subprocess.CompletedProcess[str]]
@@ -20,8 +20,15 @@ SMOKE_LOSS = ["experiment=smoke", "objective=loss", "n_trials=4"]  # eval_loss v
 
 
 def compare(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hpsearch", "compare", *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch", "compare", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def search(cli: CLI, tmp_path: Path, name: str, *overrides: str) -> Path:
@@ -31,23 +38,37 @@ def search(cli: CLI, tmp_path: Path, name: str, *overrides: str) -> Path:
 
 
 @pytest.mark.slow
+@requires("sigoptlite")
 def test_compare_runs_of_three_backends(cli: CLI, tmp_path: Path) -> None:
-    pytest.importorskip("sigoptlite")
-    runs = [search(cli, tmp_path, "tpe"), search(cli, tmp_path, "ray", "backend=ray"),
-            search(cli, tmp_path, "lite", "backend=sigopt", "backend.driver=lite")]
+    runs = [
+        search(cli, tmp_path, "tpe"),
+        search(cli, tmp_path, "ray", "backend=ray"),
+        search(cli, tmp_path, "lite", "backend=sigopt", "backend.driver=lite"),
+    ]
     done = compare(*map(str, runs), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
-    assert [(row["backend"], row["method"]) for row in rows] == [("optuna", "tpe"), ("ray", "basic"), ("sigopt", "sigoptlite")]
-    for row, run in zip(rows, runs):
+    assert [(row["backend"], row["method"]) for row in rows] == [
+        ("optuna", "tpe"),
+        ("ray", "basic"),
+        ("sigopt", "sigoptlite"),
+    ]
+    for row, run in zip(rows, runs, strict=False):
         assert float(row["best eval_loss"]) == json.loads((run / "best.json").read_text())["objective"]
         assert (row["complete"], row["pruned"], row["failed"]) == ("4", "0", "0")
     assert "best eval_loss" in done.stdout and "sigoptlite" in done.stdout  # the table, printed
 
     page = (tmp_path / "out" / "report.html").read_text()
     pngs = sorted(path.name for path in (tmp_path / "out").glob("*.png"))
-    assert pngs == ["best_by_time.png", "best_by_trial.png", "importance.png", "parallel_0.png", "parallel_1.png", "parallel_2.png"]
+    assert pngs == [
+        "best_by_time.png",
+        "best_by_trial.png",
+        "importance.png",
+        "parallel_0.png",
+        "parallel_1.png",
+        "parallel_2.png",
+    ]
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == len(pngs)  # every plot, inlined
     assert "<script" not in page and "http" not in page  # opens offline, fetches nothing
     ray_importance = importance(read_run_dir(runs[1]))
@@ -56,7 +77,9 @@ def test_compare_runs_of_three_backends(cli: CLI, tmp_path: Path) -> None:
 
 def test_compare_an_optuna_study_by_its_storage(cli: CLI, tmp_path: Path) -> None:
     search(cli, tmp_path, "stored")
-    done = compare("--study", str(tmp_path / ".hpsearch" / "stored.log"), "stored", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    done = compare(
+        "--study", str(tmp_path / ".hpsearch" / "stored.log"), "stored", "--out", str(tmp_path / "out"), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (row,) = csv.DictReader((tmp_path / "out" / "comparison.csv").open())
     assert (row["search"], row["method"], row["complete"]) == ("stored", "tpe", "4")
@@ -83,17 +106,33 @@ def test_compare_bad_inputs_are_one_line(cli: CLI, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sweep", [["backend=optuna,ray"], ["backend.sampler=tpe,random"]], ids=["backends", "samplers"])
+@pytest.mark.parametrize(
+    "sweep", [["backend=optuna,ray"], ["backend.sampler=tpe,random"]], ids=["backends", "samplers"]
+)
 def test_multirun_searches_are_compared_in_one_command(tmp_path: Path, sweep: list[str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "hpsearch", "-m", *sweep, *SMOKE_LOSS[:2], "n_trials=2", "progress=false",
-         f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "hpsearch",
+            "-m",
+            *sweep,
+            *SMOKE_LOSS[:2],
+            "n_trials=2",
+            "progress=false",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = [tmp_path / "multirun" / str(index) for index in (0, 1)]
     for job in jobs:  # each job searched its own study: both trained n_trials trials
-        assert [row["state"] for row in csv.DictReader((job / "trials.csv").open())] == ["COMPLETE", "COMPLETE"]
+        assert [row["state"] for row in read_trials(job)] == ["COMPLETE", "COMPLETE"]
     done = compare(str(tmp_path / "multirun"), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
@@ -106,26 +145,52 @@ def test_rerunning_a_finished_study_says_so(cli: CLI, tmp_path: Path) -> None:
     search(cli, tmp_path, "done", "n_trials=2")
     again = cli(*SMOKE_LOSS, "n_trials=2", "study_name=done", f"hydra.run.dir={tmp_path / 'again'}")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert ("hpsearch: study_name=done already has 2 finished trials (n_trials=2), so nothing will run; for more, "
-            "raise n_trials or pick another study_name") in again.stderr
-    assert len(list(csv.DictReader((tmp_path / "again" / "trials.csv").open()))) == 2  # results still written
+    assert (
+        "hpsearch: study_name=done already has 2 finished trials (n_trials=2), so nothing will run; for more, "
+        "raise n_trials or pick another study_name"
+    ) in again.stderr
+    assert len(read_trials(tmp_path / "again")) == 2  # results still written
 
 
 @pytest.mark.slow
+@requires("wandb_workspaces")
 def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path) -> None:
     """``--wandb``: wandb-workspaces builds the report and sends it to the W&B stand-in, which keeps the spec."""
-    pytest.importorskip("wandb_workspaces")
     from standins.wandb_server import WandbStandIn
 
-    runs = [search(cli, tmp_path, "first", "n_trials=2"), search(cli, tmp_path, "second", "n_trials=2", "backend.sampler=random")]
+    runs = [
+        search(cli, tmp_path, "first", "n_trials=2"),
+        search(cli, tmp_path, "second", "n_trials=2", "backend.sampler=random"),
+    ]
     with WandbStandIn() as server:
         server.projects.add(("team", "searches"))  # where the searches logged their runs (tracking=wandb)
         env = {"WANDB_BASE_URL": server.url, "WANDB_API_KEY": server.api_key, "WANDB_SILENT": "true"}
-        done = subprocess.run([sys.executable, "-m", "hpsearch", "compare", *map(str, runs), "--out", str(tmp_path / "out"),
-                               "--wandb", "team/searches"], cwd=tmp_path, env=cli_env(**env), capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hpsearch",
+                "compare",
+                *map(str, runs),
+                "--out",
+                str(tmp_path / "out"),
+                "--wandb",
+                "team/searches",
+            ],
+            cwd=tmp_path,
+            env=cli_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         (report,) = server.reports
-    assert (report["entityName"], report["projectName"], report["displayName"]) == ("team", "searches", "hpsearch comparison")
+    assert (report["entityName"], report["projectName"], report["displayName"]) == (
+        "team",
+        "searches",
+        "hpsearch comparison",
+    )
     assert f"{server.url}/team/searches/reports/" in done.stdout
     blocks = report["spec"]["blocks"]
     (table,) = [block["content"] for block in blocks if block["type"] == "markdown-block"]
@@ -135,11 +200,18 @@ def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path) -> None:
     def group_filter(runset: dict) -> list:
         return [(f["key"]["name"], f["op"], f["value"]) for f in runset["filters"]["filters"]]
 
-    assert [group_filter(runset) for runset in searches_grid["runSets"]] == [[("group", "=", "first")], [("group", "=", "second")]]
+    assert [group_filter(runset) for runset in searches_grid["runSets"]] == [
+        [("group", "=", "first")],
+        [("group", "=", "second")],
+    ]
     (parallel,) = searches_grid["panelBankSectionConfig"]["panels"]
     assert parallel["viewType"] == "Parallel Coordinates Plot"
     assert [c["accessor"] for c in parallel["config"]["columns"]] == [
-        "config:learning_rate.value", "config:per_device_train_batch_size.value", "config:hidden_dropout_prob.value", "summary:eval_loss"]
+        "config:learning_rate.value",
+        "config:per_device_train_batch_size.value",
+        "config:hidden_dropout_prob.value",
+        "summary:eval_loss",
+    ]
     (best_runs,) = best_grid["runSets"]
     assert group_filter(best_runs) == [("tags", "IN", ["best"]), ("group", "IN", ["first", "second"])]
     assert [panel["viewType"] for panel in best_grid["panelBankSectionConfig"]["panels"]] == ["Run Comparer"]
@@ -147,7 +219,11 @@ def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path) -> None:
 
 def test_a_study_keeps_its_objective(cli: CLI, tmp_path: Path) -> None:
     search(cli, tmp_path, "kept", "n_trials=1")
-    other = cli("experiment=smoke", "objective=accuracy", "n_trials=1", "study_name=kept", f"hydra.run.dir={tmp_path / 'other'}")
+    other = cli(
+        "experiment=smoke", "objective=accuracy", "n_trials=1", "study_name=kept", f"hydra.run.dir={tmp_path / 'other'}"
+    )
     assert other.returncode == 2
-    assert ("hpsearch: error: study_name=kept: the stored study optimises [('eval_loss', 'minimize')], not "
-            "[('eval_accuracy', 'maximize')]; choose another study_name") in other.stderr
+    assert (
+        "hpsearch: error: study_name=kept: the stored study optimises [('eval_loss', 'minimize')], not "
+        "[('eval_accuracy', 'maximize')]; choose another study_name"
+    ) in other.stderr

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from conftest import cli_env
+from support import cli_env
 
 
 def _get(url: str) -> dict:
@@ -21,7 +20,9 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-def test_optuna_dashboard_lists_the_trials_and_their_metrics(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_optuna_dashboard_lists_the_trials_and_their_metrics(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     executable = shutil.which("optuna-dashboard")
     if executable is None:
         pytest.skip("optuna-dashboard is not installed (pip install 'hpsearch[dashboard]')")
@@ -31,8 +32,12 @@ def test_optuna_dashboard_lists_the_trials_and_their_metrics(cli: Callable[..., 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     # The README's command: the study's journal file, served on loopback.
-    server = subprocess.Popen([executable, str(tmp_path / ".hpsearch" / "dash.log"), "--host", "127.0.0.1", "--port", str(port)],
-                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [executable, str(tmp_path / ".hpsearch" / "dash.log"), "--host", "127.0.0.1", "--port", str(port)],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

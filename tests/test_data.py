@@ -15,8 +15,17 @@ ROWS = [{"review": f"review number {i} {'good' if i % 3 else 'bad'}", "sentiment
 
 
 def _config(source: Path, **extra: object) -> dict:
-    return {"source": str(source), "text_column": "review", "label_column": "sentiment", "train_split": "train",
-            "eval_split": None, "train_size": None, "eval_size": 12, "max_length": 16, **extra}
+    return {
+        "source": str(source),
+        "text_column": "review",
+        "label_column": "sentiment",
+        "train_split": "train",
+        "eval_split": None,
+        "train_size": None,
+        "eval_size": 12,
+        "max_length": 16,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv", ".tsv"])
@@ -38,7 +47,9 @@ def test_local_files_of_every_format(tmp_path: Path, suffix: str) -> None:
 
 def test_string_labels_are_encoded_in_sorted_order(tmp_path: Path) -> None:
     path = tmp_path / "reviews.csv"
-    pd.DataFrame([{"review": r["review"], "sentiment": "pos" if r["sentiment"] else "neg"} for r in ROWS]).to_csv(path, index=False)
+    pd.DataFrame([{"review": r["review"], "sentiment": "pos" if r["sentiment"] else "neg"} for r in ROWS]).to_csv(
+        path, index=False
+    )
     assert read_data(_config(path), seed=0).label_names == ["neg", "pos"]
 
 
@@ -61,5 +72,5 @@ def test_bad_data_settings_name_their_key(tmp_path: Path, extra: dict, message: 
 def test_unknown_format_is_named(tmp_path: Path) -> None:
     path = tmp_path / "reviews.xlsx"
     path.write_text("x")
-    with pytest.raises(DataError, match="cannot tell the format of 'reviews.xlsx'"):
+    with pytest.raises(DataError, match=r"cannot tell the format of 'reviews\.xlsx'"):
         read_data(_config(path), seed=0)

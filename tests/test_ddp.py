@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -10,11 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import cli_env, wandb_env
 from standins.sigopt_server import SigOptStandIn
 from standins.wandb_server import WandbStandIn
-from test_search import FAILING_MODEL
+from support import FAILING_MODEL, cli_env, read_trials, wandb_env
 
 TIME_BOX = 180
 
@@ -23,20 +20,33 @@ def torchrun(
     tmp_path: Path, *overrides: str, nproc: int = 2, name: str = "run", restarts: int = 0, **env: str
 ) -> subprocess.CompletedProcess[str]:
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        f"--max-restarts={restarts}", "-m", "hpsearch",
-        f"hydra.run.dir={tmp_path / name}", "training.ddp_timeout=20", "progress=false", *overrides,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        f"--max-restarts={restarts}",
+        "-m",
+        "hpsearch",
+        f"hydra.run.dir={tmp_path / name}",
+        "training.ddp_timeout=20",
+        "progress=false",
+        *overrides,
     ]
     scratch = tmp_path / "tmp"  # the ranks' temp folder, to check that they leave nothing there
     scratch.mkdir(exist_ok=True)
     loopback = {"GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(scratch)}  # keep gloo's traffic on 127.0.0.1
-    done = subprocess.run(command, cwd=tmp_path, env=cli_env(**loopback, **env), capture_output=True, text=True, timeout=TIME_BOX)
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=cli_env(**loopback, **env),
+        capture_output=True,
+        text=True,
+        timeout=TIME_BOX,
+        check=False,
+    )
     assert not list(scratch.glob("hpsearch-rank*")), "a follower rank left its scratch run directory behind"
     return done
-
-
-def trials(run_dir: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((run_dir / "trials.csv").open()))
 
 
 def assert_ranks_agree(run_dir: Path, expected_trials: int) -> list[dict]:
@@ -60,17 +70,19 @@ def test_plain_search(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke", "n_trials=3")
     assert done.returncode == 0, done.stderr[-3000:]
     reports = assert_ranks_agree(tmp_path / "run", 3)
-    rows = trials(tmp_path / "run")
-    for row, report in zip(rows, [r for r in reports if r["rank"] == 1]):
+    rows = read_trials(tmp_path / "run")
+    for row, report in zip(rows, [r for r in reports if r["rank"] == 1], strict=False):
         assert float(row["learning_rate"]) == report["trained"]["learning_rate"]
-    assert not any(p.name.startswith("run") and p != tmp_path / "run" for p in tmp_path.iterdir())  # rank 1 wrote no run dir
+    assert not any(
+        p.name.startswith("run") and p != tmp_path / "run" for p in tmp_path.iterdir()
+    )  # rank 1 wrote no run dir
 
 
 @pytest.mark.slow
 def test_pruning(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke_prune")
     assert done.returncode == 0, done.stderr[-3000:]
-    states = [row["state"] for row in trials(tmp_path / "run")]
+    states = [row["state"] for row in read_trials(tmp_path / "run")]
     assert "PRUNED" in states and len(states) == 8
     reports = assert_ranks_agree(tmp_path / "run", 8)
     assert {r["state"] for r in reports if r["rank"] == 1} >= {"PRUNED", "COMPLETE"}
@@ -79,7 +91,7 @@ def test_pruning(tmp_path: Path) -> None:
 def test_exception_on_both_ranks_fails_the_trial_and_the_search_goes_on(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke", "n_trials=2", *FAILING_MODEL)
     assert done.returncode == 0, done.stderr[-3000:]
-    states = {float(row["hidden_dropout_prob"]): row["state"] for row in trials(tmp_path / "run")}
+    states = {float(row["hidden_dropout_prob"]): row["state"] for row in read_trials(tmp_path / "run")}
     assert states == {0.0: "COMPLETE", 0.1: "FAIL"}
     assert_ranks_agree(tmp_path / "run", 2)
 
@@ -87,9 +99,14 @@ def test_exception_on_both_ranks_fails_the_trial_and_the_search_goes_on(tmp_path
 def test_exception_on_one_rank_ends_the_job_quickly(tmp_path: Path) -> None:
     started = time.monotonic()
     done = torchrun(
-        tmp_path, "experiment=smoke", "n_trials=2", "model.model_init._target_=helpers.rank_one_failing_tiny_bert",
-        "~model.model_init.hidden_size", "~model.model_init.num_hidden_layers",
-        "~model.model_init.num_attention_heads", "~model.model_init.intermediate_size",
+        tmp_path,
+        "experiment=smoke",
+        "n_trials=2",
+        "model.model_init._target_=helpers.rank_one_failing_tiny_bert",
+        "~model.model_init.hidden_size",
+        "~model.model_init.num_hidden_layers",
+        "~model.model_init.num_attention_heads",
+        "~model.model_init.intermediate_size",
     )
     assert done.returncode != 0
     assert time.monotonic() - started < 120
@@ -109,14 +126,20 @@ def test_resumed_study_runs_only_the_missing_trials_on_every_rank(tmp_path: Path
     assert torchrun(tmp_path, "experiment=smoke", "n_trials=2", name="first").returncode == 0
     done = torchrun(tmp_path, "experiment=smoke", "n_trials=4", name="second")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert [row["state"] for row in trials(tmp_path / "second")] == ["COMPLETE"] * 4
+    assert [row["state"] for row in read_trials(tmp_path / "second")] == ["COMPLETE"] * 4
     assert_ranks_agree(tmp_path / "second", 2)  # only the two missing trials ran, on both ranks
 
 
 def test_sigopt_via_its_stand_in(tmp_path: Path) -> None:
     with SigOptStandIn() as server:
-        done = torchrun(tmp_path, "experiment=smoke", "backend=sigopt", "n_trials=3",
-                        SIGOPT_API_URL=server.url, SIGOPT_API_TOKEN=server.token)
+        done = torchrun(
+            tmp_path,
+            "experiment=smoke",
+            "backend=sigopt",
+            "n_trials=3",
+            SIGOPT_API_URL=server.url,
+            SIGOPT_API_TOKEN=server.token,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         (observations,) = server.observations.values()
     assert len(observations) == 3  # only rank zero talks to SigOpt
@@ -125,24 +148,31 @@ def test_sigopt_via_its_stand_in(tmp_path: Path) -> None:
 
 def test_wandb_via_its_stand_in(tmp_path: Path) -> None:
     with WandbStandIn() as server:
-        done = torchrun(tmp_path, "experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=2", **wandb_env(server))
+        done = torchrun(
+            tmp_path, "experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=2", **wandb_env(server)
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         (issued,) = server.issued.values()
         assert len(issued) == 2  # only rank zero runs an agent: two suggestions for two trials
     assert_ranks_agree(tmp_path / "run", 2)
-    assert len([row for row in trials(tmp_path / "run") if row["state"] == "COMPLETE"]) == 2
+    assert len([row for row in read_trials(tmp_path / "run") if row["state"] == "COMPLETE"]) == 2
 
 
 @pytest.mark.slow
 def test_objectives_match_between_world_size_one_and_two(tmp_path: Path) -> None:
     """With training frozen (learning rate 0), the objective is pure evaluation, which must not depend on
     the world size; transformers' default scales eval_loss by it."""
-    frozen = ["experiment=smoke", "n_trials=1", "objective=loss", "~space",
-              "+space={learning_rate:{type:fixed,value:0.0},hidden_dropout_prob:{type:fixed,value:0.1}}"]
+    frozen = [
+        "experiment=smoke",
+        "n_trials=1",
+        "objective=loss",
+        "~space",
+        "+space={learning_rate:{type:fixed,value:0.0},hidden_dropout_prob:{type:fixed,value:0.1}}",
+    ]
     one = torchrun(tmp_path, *frozen, "study_name=ws1", nproc=1, name="one")
     two = torchrun(tmp_path, *frozen, "study_name=ws2", name="two")
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
-    loss_one, loss_two = (float(trials(tmp_path / name)[0]["objective"]) for name in ("one", "two"))
+    loss_one, loss_two = (float(read_trials(tmp_path / name)[0]["objective"]) for name in ("one", "two"))
     assert loss_two == pytest.approx(loss_one, rel=1e-5)
 
 
@@ -153,8 +183,11 @@ def test_ray_under_torchrun_is_refused_clearly(tmp_path: Path) -> None:
 
 
 MID_TRIAL_FAILURE = [
-    "model.model_init._target_=helpers.rank_one_fails_mid_trial_tiny_bert", "~model.model_init.hidden_size",
-    "~model.model_init.num_hidden_layers", "~model.model_init.num_attention_heads", "~model.model_init.intermediate_size",
+    "model.model_init._target_=helpers.rank_one_fails_mid_trial_tiny_bert",
+    "~model.model_init.hidden_size",
+    "~model.model_init.num_hidden_layers",
+    "~model.model_init.num_attention_heads",
+    "~model.model_init.intermediate_size",
 ]
 
 
@@ -171,7 +204,7 @@ def _study_states(journal: Path) -> list[str]:
 def test_rank_failure_mid_trial_with_restarts_fails_that_trial_and_the_search_goes_on(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke", "n_trials=3", *MID_TRIAL_FAILURE, restarts=1)
     assert done.returncode == 0, done.stderr[-3000:]
-    states = [row["state"] for row in trials(tmp_path / "run")]
+    states = [row["state"] for row in read_trials(tmp_path / "run")]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert _study_states(tmp_path / ".hpsearch" / "smoke.log") == states
 

@@ -17,7 +17,11 @@ PRINT_VOCAB = (
 
 def test_wordpiece_vocabulary_is_the_same_in_every_process() -> None:
     vocabularies = [
-        json.loads(subprocess.run([sys.executable, "-c", PRINT_VOCAB], capture_output=True, text=True, check=True, timeout=120).stdout)
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", PRINT_VOCAB], capture_output=True, text=True, check=True, timeout=120
+            ).stdout
+        )
         for _ in range(2)
     ]
     assert len(vocabularies[0]) == 2000

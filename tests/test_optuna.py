@@ -17,7 +17,10 @@ TO_OPTUNA = [
     ({"type": "int", "low": 2, "high": 10, "step": 4}, IntDistribution(2, 10, step=4)),
     ({"type": "int", "low": 8, "high": 256, "log": True}, IntDistribution(8, 256, log=True)),
     ({"type": "categorical", "choices": [16, 32]}, CategoricalDistribution((16, 32))),
-    ({"type": "categorical", "choices": ["linear", "cosine", None]}, CategoricalDistribution(("linear", "cosine", None))),
+    (
+        {"type": "categorical", "choices": ["linear", "cosine", None]},
+        CategoricalDistribution(("linear", "cosine", None)),
+    ),
     ({"type": "fixed", "value": 3}, None),
 ]
 

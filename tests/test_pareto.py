@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from collections.abc import Callable
@@ -10,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
+from standins.sigopt_server import SigOptStandIn
+from support import read_trials, requires
 
 from hpsearch.app import run
 from hpsearch.objective import Objectives, dominates, pareto_front
 from hpsearch.trials import TrialRecord
-from standins.sigopt_server import SigOptStandIn
 
 MIXED = ["maximize", "minimize"]
 
@@ -40,15 +40,20 @@ def test_pareto_front_with_mixed_directions_ignores_failed_trials() -> None:
         return TrialRecord(number=number, state=state, values=values, params={})
 
     trials = [
-        trial(0, [0.80, 100.0]), trial(1, [0.85, 200.0]), trial(2, [0.70, 150.0]),  # 2 is dominated by 0
-        trial(3, [0.85, 300.0]), trial(4, None, "FAIL"), trial(5, [0.99, 1.0], "PRUNED"), trial(6, [0.90, 400.0]),
+        trial(0, [0.80, 100.0]),
+        trial(1, [0.85, 200.0]),
+        trial(2, [0.70, 150.0]),  # 2 is dominated by 0
+        trial(3, [0.85, 300.0]),
+        trial(4, None, "FAIL"),
+        trial(5, [0.99, 1.0], "PRUNED"),
+        trial(6, [0.90, 400.0]),
     ]
     assert [t.number for t in pareto_front(trials, MIXED)] == [0, 1, 6]
 
 
 def _check_front(run_dir: Path, objectives: list[tuple[str, str]]) -> list[dict]:
     """pareto.json holds exactly the non-dominated completed trials of trials.csv."""
-    rows = [r for r in csv.DictReader((run_dir / "trials.csv").open()) if r["state"] == "COMPLETE"]
+    rows = [r for r in read_trials(run_dir) if r["state"] == "COMPLETE"]
     points = {int(r["number"]): [float(r[f"objective.{name}"]) for name, _ in objectives] for r in rows}
     directions = [direction for _, direction in objectives]
     expected = {n for n, p in points.items() if not any(dominates(q, p, directions) for q in points.values())}
@@ -76,7 +81,10 @@ def test_optuna_nsga2_pareto_search(make_config: Callable[..., DictConfig]) -> N
 
 def test_optuna_latency_objective(make_config: Callable[..., DictConfig]) -> None:
     cfg = make_config(
-        "experiment=smoke_pareto", "n_trials=3", "data.train_size=200", "training.num_train_epochs=1",
+        "experiment=smoke_pareto",
+        "n_trials=3",
+        "data.train_size=200",
+        "training.num_train_epochs=1",
         "objective.objectives=[{metric:eval_loss,direction:minimize},{metric:model_latency_ms,direction:minimize}]",
     )
     result = run(cfg)
@@ -96,22 +104,28 @@ def test_sigopt_multi_metric_front_comes_from_best_assignments(
     _check_front(Path(cfg.run_dir), ACCURACY_VS_SIZE)
 
 
+@requires("sigoptlite")
 def test_sigoptlite_front_matches_the_non_dominated_observations(
     make_config: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The front comes from SigOpt's own optimizer (sigoptlite's best_assignments), and must equal hpsearch's own
     non-dominated computation on the same observations."""
-    pytest.importorskip("sigoptlite")
     monkeypatch.delenv("SIGOPT_API_TOKEN", raising=False)
-    cfg = make_config("experiment=smoke_pareto", "backend=sigopt", "backend.driver=lite", "n_trials=5", "data.train_size=300")
+    cfg = make_config(
+        "experiment=smoke_pareto", "backend=sigopt", "backend.driver=lite", "n_trials=5", "data.train_size=300"
+    )
     result = run(cfg)
     assert len(result.trials) == 5
     _check_front(Path(cfg.run_dir), ACCURACY_VS_SIZE)
 
 
 @pytest.mark.slow
-def test_ray_optuna_search_with_two_metrics(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    done = cli("experiment=smoke_pareto", "backend=ray", "backend.search_alg=optuna", "n_trials=4", "data.train_size=300")
+def test_ray_optuna_search_with_two_metrics(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    done = cli(
+        "experiment=smoke_pareto", "backend=ray", "backend.search_alg=optuna", "n_trials=4", "data.train_size=300"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     _check_front(tmp_path / "run", ACCURACY_VS_SIZE)
 
@@ -131,7 +145,9 @@ def test_smoke_prune_really_prunes(make_config: Callable[..., DictConfig]) -> No
 
 
 def test_unknown_objective_metric_lists_what_is_available() -> None:
-    objectives = Objectives.from_config({"metrics": ["accuracy"], "objectives": [{"metric": "bleu", "direction": "maximize"}]})
+    objectives = Objectives.from_config(
+        {"metrics": ["accuracy"], "objectives": [{"metric": "bleu", "direction": "maximize"}]}
+    )
     with pytest.raises(ValueError, match=r"'eval_bleu' is never returned.*model_latency_ms"):
         objectives.check_reachable()  # app.run checks it at once; a data._target_ task's metrics are known later
     objectives.check_reachable(task_metrics=["bleu"])  # ... such as a task that computes bleu

@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from threading import Barrier
 
-import pytest
 from omegaconf import DictConfig
+from support import POSTGRES_URL, requires
 
 from hpsearch.app import run
 
-POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="set HPSEARCH_TEST_POSTGRES_URL (see .ci/postgres.sh)")
+pytestmark = requires(postgres=True)
 
 
 def test_study_on_postgres_resumes_to_n_trials(make_config: Callable[..., DictConfig], tmp_path: Path) -> None:
     study = f"pg-{uuid.uuid4().hex[:8]}"
     first = run(make_config("experiment=smoke", "n_trials=2", f"storage={POSTGRES_URL}", f"study_name={study}"))
     assert [t.state for t in first.trials] == ["COMPLETE", "COMPLETE"]
-    second = run(make_config("experiment=smoke", "n_trials=3", f"storage={POSTGRES_URL}", f"study_name={study}",
-                             f"run_dir={tmp_path / 'second'}"))
+    second = run(
+        make_config(
+            "experiment=smoke",
+            "n_trials=3",
+            f"storage={POSTGRES_URL}",
+            f"study_name={study}",
+            f"run_dir={tmp_path / 'second'}",
+        )
+    )
     assert [t.number for t in second.trials] == [0, 1, 2]
     assert second.trials[:2] == first.trials  # read back from the server, unchanged
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
 import socket
-import sys
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from ray import tune
+from support import read_trials
 
 from hpsearch.backends.ray import domain
 from hpsearch.space import parse_param
@@ -35,8 +35,12 @@ def _describe(value: object) -> tuple:
     """Ray domains do not compare by value; compare their class, bounds, sampler and quantisation."""
     sampler = getattr(value, "sampler", None)
     return (
-        type(value).__name__, getattr(value, "lower", None), getattr(value, "upper", None),
-        getattr(value, "categories", None), type(sampler).__name__, getattr(sampler, "q", None),
+        type(value).__name__,
+        getattr(value, "lower", None),
+        getattr(value, "upper", None),
+        getattr(value, "categories", None),
+        type(sampler).__name__,
+        getattr(sampler, "q", None),
         type(getattr(sampler, "sampler", None)).__name__,
     )
 
@@ -51,10 +55,12 @@ def test_fixed_maps_to_its_value() -> None:
 
 
 @pytest.mark.slow
-def test_smoke_search_on_a_local_ray_runtime(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_smoke_search_on_a_local_ray_runtime(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     done = cli("experiment=smoke", "backend=ray", "n_trials=3", HOME=str(tmp_path / "home"))
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    rows = read_trials(tmp_path / "run")
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3
     assert (tmp_path / "run" / "ray" / "smoke").is_dir()  # Ray's results live under the run directory
     assert not (tmp_path / "home" / "ray_results").exists()
@@ -67,33 +73,54 @@ def test_joins_an_existing_ray_cluster(cli: Callable[..., subprocess.CompletedPr
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    start = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-             "--include-dashboard=false", "--disable-usage-stats"]
+    start = [
+        ray_cli,
+        "start",
+        "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    ]
     # loopback only, and no auth token to hand over: a throw-away cluster for this test
     local = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
     subprocess.run(start, check=True, capture_output=True, timeout=120, env=local)
     try:
-        done = cli("experiment=smoke", "backend=ray", "n_trials=2", f"backend.address=127.0.0.1:{port}",
-                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
+        done = cli(
+            "experiment=smoke",
+            "backend=ray",
+            "n_trials=2",
+            f"backend.address=127.0.0.1:{port}",
+            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+            RAY_AUTH_MODE="disabled",
+        )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert [row["state"] for row in csv.DictReader((tmp_path / "run" / "trials.csv").open())] == ["COMPLETE"] * 2
+        assert [row["state"] for row in read_trials(tmp_path / "run")] == ["COMPLETE"] * 2
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=local)
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=local, check=False)
 
 
 @pytest.mark.slow
 def test_asha_stops_weak_trials_early(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli(
-        "experiment=smoke", "backend=ray", "n_trials=4", "backend.scheduler=asha", "training.eval_strategy=steps",
-        "training.eval_steps=2", "++backend.scheduler_kwargs={max_t:8,grace_period:1,reduction_factor:2}",
+        "experiment=smoke",
+        "backend=ray",
+        "n_trials=4",
+        "backend.scheduler=asha",
+        "training.eval_strategy=steps",
+        "training.eval_steps=2",
+        "++backend.scheduler_kwargs={max_t:8,grace_period:1,reduction_factor:2}",
         "backend.resources_per_trial.cpu=2",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    states = [row["state"] for row in csv.DictReader((tmp_path / "run" / "trials.csv").open())]
+    states = [row["state"] for row in read_trials(tmp_path / "run")]
     assert len(states) == 4 and "PRUNED" in states and "COMPLETE" in states
 
 
-def test_scheduler_without_in_training_evaluation_is_rejected(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+def test_scheduler_without_in_training_evaluation_is_rejected(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     done = cli("experiment=smoke", "backend=ray", "backend.scheduler=asha")
     assert done.returncode == 2
     assert done.stderr.strip() == (
@@ -102,7 +129,9 @@ def test_scheduler_without_in_training_evaluation_is_rejected(cli: Callable[...,
     )
 
 
-def test_more_gpu_than_the_runtime_has_is_an_error_not_a_hang(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+def test_more_gpu_than_the_runtime_has_is_an_error_not_a_hang(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     done = cli("experiment=smoke", "backend=ray", "++backend.resources_per_trial.gpu=0.5", timeout=120)
     assert done.returncode == 2
     assert "backend.resources_per_trial.gpu=0.5: the Ray runtime has only 0" in done.stderr
@@ -113,16 +142,27 @@ def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     done = cli(
-        "experiment=smoke", "backend=ray", "n_trials=2", "backend.scheduler=pbt", "training.eval_strategy=steps",
-        "training.eval_steps=2", "training.num_train_epochs=2", "++backend.scheduler_kwargs={quantile_fraction:0.5,synch:true}",
-        "~space", "+space={learning_rate:{type:float,low:1e-4,high:1e-2,log:true}}", "objective=loss", timeout=300,
+        "experiment=smoke",
+        "backend=ray",
+        "n_trials=2",
+        "backend.scheduler=pbt",
+        "training.eval_strategy=steps",
+        "training.eval_steps=2",
+        "training.num_train_epochs=2",
+        "++backend.scheduler_kwargs={quantile_fraction:0.5,synch:true}",
+        "~space",
+        "+space={learning_rate:{type:float,low:1e-4,high:1e-2,log:true}}",
+        "objective=loss",
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    rows = read_trials(tmp_path / "run")
     assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
     exploits = (tmp_path / "run" / "ray" / "smoke" / "pbt_global.txt").read_text().splitlines()
     assert exploits  # Ray cloned a checkpoint into the weaker trial at least once
-    lrs = {json.loads(line)[4]["learning_rate"] for line in exploits} | {json.loads(line)[5]["learning_rate"] for line in exploits}
+    lrs = {json.loads(line)[4]["learning_rate"] for line in exploits} | {
+        json.loads(line)[5]["learning_rate"] for line in exploits
+    }
     assert len(lrs) >= 2  # ... and gave it a perturbed learning rate
 
 
@@ -139,13 +179,24 @@ def _ray_trial_results(experiment: Path) -> dict[str, bool]:
 def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path) -> None:
     import time
 
-    from conftest import cli_env
+    from support import cli_env
 
-    args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "backend=ray", "n_trials=4", "data.train_size=400",
-            "training.num_train_epochs=8", "backend.max_concurrent_trials=1", f"hydra.run.dir={tmp_path / 'first'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        "experiment=smoke",
+        "backend=ray",
+        "n_trials=4",
+        "data.train_size=400",
+        "training.num_train_epochs=8",
+        "backend.max_concurrent_trials=1",
+        f"hydra.run.dir={tmp_path / 'first'}",
+    ]
     experiment = tmp_path / ".hpsearch" / "ray" / "smoke" / "smoke"
-    first = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 150
     while sum(_ray_trial_results(experiment).values()) < 2 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
@@ -156,9 +207,9 @@ def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path
     assert 2 <= len(done_before) < 4, "the first run must be killed mid-search"
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
-    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240)
+    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240, check=False)
     assert second.returncode == 0, second.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "second" / "trials.csv").open()))
+    rows = read_trials(tmp_path / "second")
     assert [row["state"] for row in rows] == ["COMPLETE"] * 4
     trials_after = _ray_trial_results(experiment)
     assert len(trials_after) == 4  # the same four trials: none started again from zero under a new id
@@ -173,14 +224,28 @@ def test_local_runtime_keeps_its_files_private_and_needs_a_token_beyond_loopback
     import time
 
     import psutil
-
-    from conftest import cli_env
+    from support import cli_env
 
     scratch = Path(tempfile.mkdtemp(prefix="hps", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "backend=ray", "n_trials=3", "data.train_size=400",
-            "training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'run'}"]
-    search = subprocess.Popen(args, cwd=tmp_path, env=cli_env(TMPDIR=str(scratch), RAY_AUTH_MODE="disabled"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        "experiment=smoke",
+        "backend=ray",
+        "n_trials=3",
+        "data.train_size=400",
+        "training.num_train_epochs=3",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    search = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=cli_env(TMPDIR=str(scratch), RAY_AUTH_MODE="disabled"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     servers: dict[str, set[str]] = {}  # Ray's own server binaries listening beyond loopback -> their auth modes
     deadline = time.monotonic() + 120
     while search.poll() is None and time.monotonic() < deadline:

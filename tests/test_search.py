@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,14 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 from omegaconf import DictConfig
+from support import FAILING_MODEL, read_trials
 
 from hpsearch.app import SearchAborted, run
-from hpsearch.results import BEST_JSON, BEST_YAML, TRIALS_CSV
-
-
-def read_trials(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / TRIALS_CSV).open() as handle:
-        return list(csv.DictReader(handle))
+from hpsearch.results import BEST_JSON, BEST_YAML
 
 
 def test_smoke_search_writes_every_result_file(make_config: Callable[..., DictConfig]) -> None:
@@ -28,8 +23,16 @@ def test_smoke_search_writes_every_result_file(make_config: Callable[..., DictCo
     rows = read_trials(run_dir)
     assert [row["number"] for row in rows] == ["0", "1", "2"]
     assert {row["state"] for row in rows} == {"COMPLETE"}
-    for column in ("objective", "learning_rate", "per_device_train_batch_size", "hidden_dropout_prob",
-                   "eval_accuracy", "eval_f1", "eval_loss", "duration_s"):
+    for column in (
+        "objective",
+        "learning_rate",
+        "per_device_train_batch_size",
+        "hidden_dropout_prob",
+        "eval_accuracy",
+        "eval_f1",
+        "eval_loss",
+        "duration_s",
+    ):
         assert column in rows[0], column
     for row in rows:
         assert 1e-4 <= float(row["learning_rate"]) <= 1e-2
@@ -49,7 +52,10 @@ def test_smoke_search_writes_every_result_file(make_config: Callable[..., DictCo
 
 def test_trials_reach_training_arguments_and_model_init(make_config: Callable[..., DictConfig]) -> None:
     cfg = make_config(
-        "experiment=smoke", "n_trials=2", "~space.hidden_dropout_prob", "+space.hidden_dropout_prob={type:fixed,value:0.2}"
+        "experiment=smoke",
+        "n_trials=2",
+        "~space.hidden_dropout_prob",
+        "+space.hidden_dropout_prob={type:fixed,value:0.2}",
     )
     seen: list[tuple[float, float, int]] = []
     from hpsearch import trainer as trainer_module
@@ -59,7 +65,9 @@ def test_trials_reach_training_arguments_and_model_init(make_config: Callable[..
     def spy(self, trial):  # type: ignore[no-untyped-def]
         original(self, trial)
         if self._trial_params is not None:  # inside a trial, not the Trainer's own set-up
-            seen.append((self.args.learning_rate, self.model.config.hidden_dropout_prob, self.args.per_device_train_batch_size))
+            seen.append(
+                (self.args.learning_rate, self.model.config.hidden_dropout_prob, self.args.per_device_train_batch_size)
+            )
 
     trainer_module.SearchTrainer._hp_search_setup = spy
     try:
@@ -67,28 +75,20 @@ def test_trials_reach_training_arguments_and_model_init(make_config: Callable[..
     finally:
         trainer_module.SearchTrainer._hp_search_setup = original
     assert len(seen) == 2
-    for (lr, dropout, batch), trial in zip(seen, result.trials):
+    for (lr, dropout, batch), trial in zip(seen, result.trials, strict=False):
         assert lr == trial.params["learning_rate"] and batch == trial.params["per_device_train_batch_size"]
         assert dropout == 0.2 == trial.params["hidden_dropout_prob"]
 
 
-def test_rerun_from_best_yaml_trains_exactly_the_best_hyperparameters(make_config: Callable[..., DictConfig], tmp_path: Path) -> None:
+def test_rerun_from_best_yaml_trains_exactly_the_best_hyperparameters(
+    make_config: Callable[..., DictConfig], tmp_path: Path
+) -> None:
     first = run(make_config("experiment=smoke", "n_trials=2"))
     best_yaml = tmp_path / "run" / BEST_YAML
     again = run(make_config("experiment=smoke", f"rerun={best_yaml}", f"run_dir={tmp_path / 'rerun'}"))
     assert len(again.trials) == 1
     assert again.trials[0].params == first.best.params
     assert again.best.values == pytest.approx(first.best.values)
-
-
-FAILING_MODEL = [
-    "model.model_init._target_=helpers.failing_tiny_bert",
-    "+model.model_init.fail_when=0.1",
-    "~model.model_init.hidden_size", "~model.model_init.num_hidden_layers",
-    "~model.model_init.num_attention_heads", "~model.model_init.intermediate_size",
-    "~space", "+space={hidden_dropout_prob:{type:categorical,choices:[0.0,0.1]}}",
-    "backend.sampler=grid",
-]
 
 
 def test_failing_trial_is_recorded_and_search_completes(make_config: Callable[..., DictConfig]) -> None:
@@ -108,7 +108,9 @@ def test_too_many_failures_stop_the_search(make_config: Callable[..., DictConfig
 
 
 def test_nan_objective_is_a_failed_trial(make_config: Callable[..., DictConfig]) -> None:
-    overrides = [o.replace("failing_tiny_bert", "nan_tiny_bert").replace("fail_when", "nan_when") for o in FAILING_MODEL]
+    overrides = [
+        o.replace("failing_tiny_bert", "nan_tiny_bert").replace("fail_when", "nan_when") for o in FAILING_MODEL
+    ]
     cfg = make_config("experiment=smoke", "n_trials=2", "objective=loss", *overrides)
     run(cfg)
     states = {float(row["hidden_dropout_prob"]): row["state"] for row in read_trials(Path(cfg.run_dir))}
@@ -129,28 +131,45 @@ def test_default_demo_composes_and_its_model_and_data_load(make_config: Callable
     assert data.label_names == ["fresh", "rotten"]
     assert 0.40 < sum(data.eval["labels"]) / len(data.eval) < 0.44  # stratified: 42% "rotten", as in the corpus
     assert max(len(ids) for ids in data.train["input_ids"]) <= 64
-    model = ModelInit.build(instantiate(cfg.model.model_init, _partial_=True), data.model_context)({"hidden_dropout_prob": 0.1})
+    model = ModelInit.build(instantiate(cfg.model.model_init, _partial_=True), data.model_context)(
+        {"hidden_dropout_prob": 0.1}
+    )
     assert model.config.num_labels == 2 and model.config.id2label == {0: "fresh", 1: "rotten"}
     assert model.config.hidden_dropout_prob == 0.1
     assert sum(p.numel() for p in model.parameters()) > 22_000_000  # the real pretrained MiniLM
 
 
 @pytest.mark.parametrize("select", ["last", "best"])
-def test_objective_from_the_last_or_the_best_evaluation(make_config: Callable[..., DictConfig], tmp_path: Path, select: str) -> None:
+def test_objective_from_the_last_or_the_best_evaluation(
+    make_config: Callable[..., DictConfig], tmp_path: Path, select: str
+) -> None:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     # eval_loss of a high learning rate: it jumps about, so a trial's best evaluation is seldom its last.
-    cfg = make_config("experiment=smoke", "objective=loss", "n_trials=2", "study_name=select", f"objective.select={select}",
-                      "space.learning_rate.low=0.005", "training.eval_strategy=steps", "training.eval_steps=2", "training.num_train_epochs=2")
+    cfg = make_config(
+        "experiment=smoke",
+        "objective=loss",
+        "n_trials=2",
+        "study_name=select",
+        f"objective.select={select}",
+        "space.learning_rate.low=0.005",
+        "training.eval_strategy=steps",
+        "training.eval_steps=2",
+        "training.num_train_epochs=2",
+    )
     result = run(cfg)
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "studies" / "select.log")))
-    for record, trial in zip(result.trials, optuna.load_study(study_name="select", storage=storage).trials):
+    for record, trial in zip(
+        result.trials, optuna.load_study(study_name="select", storage=storage).trials, strict=False
+    ):
         evaluations = [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
         assert len(evaluations) >= 8  # 256 examples, batches of 16 or 32, 2 epochs: 16 or 32 steps, evaluated every 2
         expected = min(evaluations) if select == "best" else evaluations[-1]
         assert record.values == [expected] and record.metrics["eval_loss"] == expected
     if select == "best":  # the test can tell the two apart: some trial's best evaluation was not its last
-        assert any(min(t.intermediate_values.values()) != t.intermediate_values[max(t.intermediate_values)]
-                   for t in optuna.load_study(study_name="select", storage=storage).trials)
+        assert any(
+            min(t.intermediate_values.values()) != t.intermediate_values[max(t.intermediate_values)]
+            for t in optuna.load_study(study_name="select", storage=storage).trials
+        )

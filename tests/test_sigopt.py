@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import time
 from collections.abc import Callable
@@ -10,22 +9,30 @@ from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
+from standins.sigopt_server import SigOptStandIn
+from support import read_trials, requires
 
 from hpsearch.app import run
 from hpsearch.backends.sigopt import native_parameter
 from hpsearch.space import parse_param
-from standins.sigopt_server import SigOptStandIn
 
 TO_SIGOPT = [
-    ({"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
-     {"name": "p", "type": "double", "bounds": {"min": 1e-5, "max": 1e-3}, "transformation": "log"}),
+    (
+        {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+        {"name": "p", "type": "double", "bounds": {"min": 1e-5, "max": 1e-3}, "transformation": "log"},
+    ),
     ({"type": "float", "low": 0.0, "high": 0.5}, {"name": "p", "type": "double", "bounds": {"min": 0.0, "max": 0.5}}),
     ({"type": "float", "low": 0.0, "high": 0.2, "step": 0.1}, {"name": "p", "type": "double", "grid": [0.0, 0.1, 0.2]}),
     ({"type": "int", "low": 1, "high": 3}, {"name": "p", "type": "int", "bounds": {"min": 1, "max": 3}}),
-    ({"type": "int", "low": 8, "high": 64, "log": True},  # SigOpt log-transforms doubles only; rounded back
-     {"name": "p", "type": "double", "bounds": {"min": 8, "max": 64}, "transformation": "log"}),
+    (
+        {"type": "int", "low": 8, "high": 64, "log": True},  # SigOpt log-transforms doubles only; rounded back
+        {"name": "p", "type": "double", "bounds": {"min": 8, "max": 64}, "transformation": "log"},
+    ),
     ({"type": "int", "low": 2, "high": 8, "step": 3}, {"name": "p", "type": "int", "grid": [2, 5, 8]}),
-    ({"type": "categorical", "choices": [16, 32, None]}, {"name": "p", "type": "categorical", "categorical_values": ["16", "32", "None"]}),
+    (
+        {"type": "categorical", "choices": [16, 32, None]},
+        {"name": "p", "type": "categorical", "categorical_values": ["16", "32", "None"]},
+    ),
     ({"type": "categorical", "choices": ["only"]}, None),
     ({"type": "float", "low": 0.1, "high": 0.1}, None),
     ({"type": "fixed", "value": 1}, None),
@@ -46,14 +53,14 @@ def test_smoke_search_records_observations_on_the_server(
 ) -> None:
     cfg = make_config("experiment=smoke", "backend=sigopt", "n_trials=3")
     result = run(cfg)
-    (experiment_id, experiment), = sigopt_server.experiments.items()
+    ((experiment_id, experiment),) = sigopt_server.experiments.items()
     assert experiment["observation_budget"] == 3
     assert experiment["metrics"][0]["name"] == "eval_accuracy" and experiment["metrics"][0]["objective"] == "maximize"
     observations = sigopt_server.observations[experiment_id]
     assert len(observations) == 3 and not any(o["failed"] for o in observations)
-    rows = list(csv.DictReader((Path(cfg.run_dir) / "trials.csv").open()))
+    rows = read_trials(Path(cfg.run_dir))
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3
-    for row, observation in zip(rows, observations):
+    for row, observation in zip(rows, observations, strict=False):
         assert int(row["per_device_train_batch_size"]) == int(observation["assignments"]["per_device_train_batch_size"])
         assert float(row["objective"]) == observation["values"][0]["value"]
     assert result.best.values[0] == max(o["values"][0]["value"] for o in observations)
@@ -62,17 +69,25 @@ def test_smoke_search_records_observations_on_the_server(
 def test_failed_trial_is_a_failed_observation_and_rerun_joins_the_experiment(
     make_config: Callable[..., DictConfig], sigopt_server: SigOptStandIn, tmp_path: Path
 ) -> None:
-    from test_search import FAILING_MODEL
+    from support import FAILING_MODEL
 
     failing = [o for o in FAILING_MODEL if o != "backend.sampler=grid"]
     run(make_config("experiment=smoke", "backend=sigopt", "n_trials=2", "max_failures=10", *failing))
-    (experiment_id, observations), = sigopt_server.observations.items()
+    ((experiment_id, observations),) = sigopt_server.observations.items()
     failed = [o for o in observations if o["failed"]]
     assert all(o["assignments"]["hidden_dropout_prob"] == "0.1" for o in failed)
     assert sum(not o["failed"] for o in observations) == 2
 
-    again = run(make_config("experiment=smoke", "backend=sigopt", "n_trials=3", "max_failures=10", *failing,
-                            f"run_dir={tmp_path / 'again'}"))
+    again = run(
+        make_config(
+            "experiment=smoke",
+            "backend=sigopt",
+            "n_trials=3",
+            "max_failures=10",
+            *failing,
+            f"run_dir={tmp_path / 'again'}",
+        )
+    )
     assert list(sigopt_server.experiments) == [experiment_id]  # joined, not created anew
     assert sum(t.state == "COMPLETE" for t in again.trials) == 3
     assert len(again.trials) == len(sigopt_server.observations[experiment_id])
@@ -83,7 +98,9 @@ def test_unreachable_server_fails_fast_with_one_line(cli: Callable[..., subproce
     done = cli("experiment=smoke", "backend=sigopt", SIGOPT_API_URL="http://127.0.0.1:9", SIGOPT_API_TOKEN="x")
     assert time.monotonic() - started < 60
     assert done.returncode == 3  # backend unavailable
-    assert done.stderr.strip().startswith("hpsearch: error: backend=sigopt: cannot reach the SigOpt API at http://127.0.0.1:9")
+    assert done.stderr.strip().startswith(
+        "hpsearch: error: backend=sigopt: cannot reach the SigOpt API at http://127.0.0.1:9"
+    )
     assert "Traceback" not in done.stderr
 
 
@@ -93,9 +110,11 @@ def test_missing_token_is_a_config_error(cli: Callable[..., subprocess.Completed
     assert "set the SIGOPT_API_TOKEN environment variable" in done.stderr
 
 
-def test_sigoptlite_driver_runs_in_memory(make_config: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch) -> None:
+@requires("sigoptlite")
+def test_sigoptlite_driver_runs_in_memory(
+    make_config: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SigOpt's own in-memory optimizer; optional, since it pins an old numpy (install it with --no-deps)."""
-    pytest.importorskip("sigoptlite")
     monkeypatch.delenv("SIGOPT_API_TOKEN", raising=False)
     result = run(make_config("experiment=smoke", "backend=sigopt", "backend.driver=lite", "n_trials=3"))
     assert [t.state for t in result.trials] == ["COMPLETE"] * 3

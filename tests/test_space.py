@@ -60,7 +60,7 @@ def test_grid_enumerates_closed_ranges_and_rejects_continuous() -> None:
     points = space.grid("backend.sampler=grid")
     assert points["n"] == [1, 3, 5] and points["c"] == ["a", "b"]
     assert points["d"] == pytest.approx([0.0, 0.1, 0.2])
-    with pytest.raises(ConfigError, match="backend.sampler=grid: space.lr has no finite grid"):
+    with pytest.raises(ConfigError, match=r"backend\.sampler=grid: space\.lr has no finite grid"):
         SearchSpace.from_config({"lr": {"type": "float", "low": 0.1, "high": 1.0}}).grid("backend.sampler=grid")
 
 

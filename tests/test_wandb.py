@@ -3,7 +3,6 @@ and read back from their run files."""
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import time
@@ -11,20 +10,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from standins.wandb_server import WandbStandIn
+from support import read_trials, wandb_env
 
-from conftest import wandb_env
 from hpsearch.backends.wandb import sweep_parameter
 from hpsearch.space import parse_param
 from hpsearch.wandb_files import RunFile, read_runs
-from standins.wandb_server import WandbStandIn
 
 TO_SWEEP = [
-    ({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3}),
+    (
+        {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+        {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3},
+    ),
     ({"type": "float", "low": 0.0, "high": 0.5}, {"distribution": "uniform", "min": 0.0, "max": 0.5}),
-    ({"type": "float", "low": 0.0, "high": 0.3, "step": 0.1}, {"distribution": "q_uniform", "min": 0.0, "max": 0.3, "q": 0.1}),
+    (
+        {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+        {"distribution": "q_uniform", "min": 0.0, "max": 0.3, "q": 0.1},
+    ),
     ({"type": "float", "low": 0.05, "high": 0.25, "step": 0.1}, {"values": [0.05, 0.15000000000000002, 0.25]}),
     ({"type": "int", "low": 1, "high": 3}, {"distribution": "int_uniform", "min": 1, "max": 3}),
-    ({"type": "int", "low": 8, "high": 64, "log": True}, {"distribution": "q_log_uniform_values", "min": 8, "max": 64, "q": 1}),
+    (
+        {"type": "int", "low": 8, "high": 64, "log": True},
+        {"distribution": "q_log_uniform_values", "min": 8, "max": 64, "q": 1},
+    ),
     ({"type": "int", "low": 1, "high": 7, "step": 3}, {"values": [1, 4, 7]}),
     ({"type": "categorical", "choices": [16, "a", None]}, {"values": [16, "a", None]}),
     ({"type": "fixed", "value": 3}, {"value": 3}),
@@ -54,16 +62,23 @@ def test_sweep_runs_one_wandb_run_per_trial_and_reads_results_back(
     done = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=3", **wandb_env(wandb_server))
     assert done.returncode == 0, done.stderr[-3000:]
 
-    (sweep_name, sweep), = wandb_server.sweeps.items()
-    assert sweep["config"]["metric"] == {"name": "eval_accuracy", "goal": "maximize"}  # the custom objective, not eval/loss
-    assert sweep["config"]["parameters"]["learning_rate"] == {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}
+    ((sweep_name, sweep),) = wandb_server.sweeps.items()
+    assert sweep["config"]["metric"] == {
+        "name": "eval_accuracy",
+        "goal": "maximize",
+    }  # the custom objective, not eval/loss
+    assert sweep["config"]["parameters"]["learning_rate"] == {
+        "distribution": "log_uniform_values",
+        "min": 1e-4,
+        "max": 1e-2,
+    }
     # One suggestion per trial. Heartbeats while a run is going hand out nothing, and a loaded machine sends more.
     assert len(wandb_server.issued[sweep_name]) == 3
 
     runs = _trial_runs(tmp_path / "run" / "wandb")
     assert len(runs) == 3 and len({run.run_id for run in runs}) == 3  # exactly one run per trial
-    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
-    for run, row in zip(runs, rows):
+    rows = read_trials(tmp_path / "run")
+    for run, row in zip(runs, rows, strict=False):
         assert (run.group, run.job_type, run.sweep_id) == ("smoke", "trial", sweep_name)
         assert set(run.config) == {"learning_rate", "per_device_train_batch_size", "hidden_dropout_prob"}
         assert run.config["learning_rate"] == float(row["learning_rate"])
@@ -86,7 +101,7 @@ def test_rerun_joins_the_same_sweep(
     assert again.returncode == 0, again.stderr[-3000:]
     (issued,) = wandb_server.issued.values()
     assert len(issued) == 3  # one sweep, and one more suggestion for the one more trial
-    assert len(list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))) == 3
+    assert len(read_trials(tmp_path / "run")) == 3
 
 
 @pytest.mark.slow
@@ -94,11 +109,16 @@ def test_grid_sweep_stops_when_the_grid_is_exhausted(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
     done = cli(
-        "experiment=smoke", "backend=wandb", "backend.method=grid", "n_trials=10",
-        "~space", "+space={per_device_train_batch_size:{type:categorical,choices:[16,32]}}", **wandb_env(wandb_server),
+        "experiment=smoke",
+        "backend=wandb",
+        "backend.method=grid",
+        "n_trials=10",
+        "~space",
+        "+space={per_device_train_batch_size:{type:categorical,choices:[16,32]}}",
+        **wandb_env(wandb_server),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    rows = read_trials(tmp_path / "run")
     assert sorted(row["per_device_train_batch_size"] for row in rows) == ["16", "32"]
 
 
@@ -118,12 +138,16 @@ def test_tracking_logs_optuna_trials_as_runs_and_tags_the_best(
 
 
 @pytest.mark.slow
-def test_tracking_logs_ray_trials_from_the_driver(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    done = cli("experiment=smoke", "backend=ray", "tracking=wandb", "n_trials=2", WANDB_MODE="offline", WANDB_SILENT="true")
+def test_tracking_logs_ray_trials_from_the_driver(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    done = cli(
+        "experiment=smoke", "backend=ray", "tracking=wandb", "n_trials=2", WANDB_MODE="offline", WANDB_SILENT="true"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = _trial_runs(tmp_path / "run" / "wandb")
     assert len(runs) == 2 and {run.tags[0] for run in runs} == {"ray"}
-    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    rows = read_trials(tmp_path / "run")
     assert sorted(run.config["learning_rate"] for run in runs) == sorted(float(row["learning_rate"]) for row in rows)
 
 
@@ -132,15 +156,20 @@ def test_unreachable_server_fails_within_seconds(cli: Callable[..., subprocess.C
     done = cli("experiment=smoke", "backend=wandb", WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="k" * 40)
     assert time.monotonic() - started < 30
     assert done.returncode == 3  # backend unavailable
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "hpsearch: error: backend=wandb: cannot use the W&B API at http://127.0.0.1:9"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("hpsearch: error: backend=wandb: cannot use the W&B API at http://127.0.0.1:9")
     )
     assert "Traceback" not in done.stderr
 
 
 def test_several_objectives_are_rejected(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
-    done = cli("experiment=smoke", "backend=wandb",
-               "objective.objectives=[{metric:eval_accuracy,direction:maximize},{metric:eval_loss,direction:minimize}]")
+    done = cli(
+        "experiment=smoke",
+        "backend=wandb",
+        "objective.objectives=[{metric:eval_accuracy,direction:maximize},{metric:eval_loss,direction:minimize}]",
+    )
     assert done.returncode == 2
     assert "backend=wandb: a W&B sweep optimises a single metric" in done.stderr
 
@@ -153,9 +182,15 @@ def test_no_secret_reaches_the_wandb_run_files(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
     """A password typed on the command line is not in what W&B would upload: command line, config, metadata."""
-    done = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=1",
-               "storage=postgresql://bob:hunter2@127.0.0.1:9/studies", '+notes="api_token=sk-live-42"',
-               **wandb_env(wandb_server))
+    done = cli(
+        "experiment=smoke",
+        "backend=wandb",
+        "backend.method=random",
+        "n_trials=1",
+        "storage=postgresql://bob:hunter2@127.0.0.1:9/studies",
+        '+notes="api_token=sk-live-42"',
+        **wandb_env(wandb_server),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     files = _all_run_file_bytes((tmp_path / "run" / "wandb").resolve())
     assert b".wandb" in b"".join(p.name.encode() for p in (tmp_path / "run" / "wandb").resolve().rglob("*"))
@@ -164,11 +199,9 @@ def test_no_secret_reaches_the_wandb_run_files(
 
 
 @pytest.mark.slow
-def test_offline_search_resumes_from_a_new_run_directory(
-    tmp_path: Path, wandb_server: WandbStandIn
-) -> None:
+def test_offline_search_resumes_from_a_new_run_directory(tmp_path: Path, wandb_server: WandbStandIn) -> None:
     """Two separate commands, each with its own timestamped run directory, as a user runs them."""
-    from conftest import run_cli
+    from support import run_cli
 
     args = ["experiment=smoke", "backend=wandb", "backend.method=random"]
     first = run_cli([*args, "n_trials=2", f"hydra.run.dir={tmp_path / 'first'}"], tmp_path, **wandb_env(wandb_server))
@@ -177,9 +210,9 @@ def test_offline_search_resumes_from_a_new_run_directory(
     assert second.returncode == 0, second.stderr[-3000:]
     (issued,) = wandb_server.issued.values()
     assert len(issued) == 3  # one more trial, not three
-    rows = list(csv.DictReader((tmp_path / "second" / "trials.csv").open()))
+    rows = read_trials(tmp_path / "second")
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3
-    first_rows = list(csv.DictReader((tmp_path / "first" / "trials.csv").open()))
+    first_rows = read_trials(tmp_path / "first")
     assert rows[:2] == first_rows
 
 
@@ -213,22 +246,34 @@ def test_offline_sweep_without_a_server_runs_wandbs_engine_locally(tmp_path: Pat
     fails), suggestions from W&B's own engine in-process, and a second command resumes the same sweep."""
     import sys
 
-    from conftest import cli_env
+    from support import cli_env
 
-    env = {k: v for k, v in cli_env(WANDB_MODE="offline", WANDB_SILENT="true").items() if k not in ("WANDB_BASE_URL", "WANDB_API_KEY")}
+    env = {
+        k: v
+        for k, v in cli_env(WANDB_MODE="offline", WANDB_SILENT="true").items()
+        if k not in ("WANDB_BASE_URL", "WANDB_API_KEY")
+    }
 
     def search(n_trials: int, name: str) -> subprocess.CompletedProcess[str]:
-        args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "backend=wandb", "backend.method=bayes",
-                f"n_trials={n_trials}", f"hydra.run.dir={tmp_path / name}"]
-        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        args = [
+            sys.executable,
+            "-m",
+            "hpsearch",
+            "experiment=smoke",
+            "backend=wandb",
+            "backend.method=bayes",
+            f"n_trials={n_trials}",
+            f"hydra.run.dir={tmp_path / name}",
+        ]
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, check=False)
 
     first = search(2, "first")
     assert first.returncode == 0, first.stderr[-3000:]
     second = search(3, "second")
     assert second.returncode == 0, second.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "second" / "trials.csv").open()))
+    rows = read_trials(tmp_path / "second")
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3
-    assert rows[:2] == list(csv.DictReader((tmp_path / "first" / "trials.csv").open()))
+    assert rows[:2] == read_trials(tmp_path / "first")
     runs = _trial_runs((tmp_path / "second" / "wandb").resolve())
     assert len(runs) == 3 and len({run.summary["hpsearch/local_sweep"] for run in runs}) == 1
     best = json.loads((tmp_path / "second" / "best.json").read_text())

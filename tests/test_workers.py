@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -13,19 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from conftest import cli_env, wandb_env
-from hpsearch.budget import TrialBudget
-from hpsearch.workers import worker_count, worker_environments
 from standins.sigopt_server import SigOptStandIn
 from standins.wandb_server import WandbStandIn
+from support import POSTGRES_URL, cli_env, read_trials, requires, wandb_env
 
-POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES_URL")
+from hpsearch.budget import TrialBudget
+from hpsearch.workers import worker_count, worker_environments
+
 TWO_WORKERS = ["experiment=smoke", "workers=2", "n_trials=4"]
-
-
-def rows(run_dir: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((run_dir / "trials.csv").open()))
 
 
 def worker_lines(run_dir: Path) -> list[dict]:
@@ -35,7 +29,7 @@ def worker_lines(run_dir: Path) -> list[dict]:
 
 def assert_shared_search(run_dir: Path, n_trials: int) -> None:
     """Exactly n_trials finished trials, distinct numbers, complete results, trained in both processes."""
-    table = rows(run_dir)
+    table = read_trials(run_dir)
     finished = [row for row in table if row["state"] in ("COMPLETE", "PRUNED")]
     assert len(finished) == n_trials
     assert len({row["number"] for row in table}) == len(table)
@@ -83,7 +77,7 @@ def test_optuna_default_storage(cli: Callable[..., subprocess.CompletedProcess[s
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not POSTGRES_URL, reason="set HPSEARCH_TEST_POSTGRES_URL (see .ci/postgres.sh)")
+@requires(postgres=True)
 def test_optuna_on_postgres(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli(*TWO_WORKERS, f"storage={POSTGRES_URL}", f"study_name=workers-{os.getpid()}-{time.time_ns()}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -110,7 +104,7 @@ def test_wandb_stand_in(cli: Callable[..., subprocess.CompletedProcess[str]], tm
     assert_shared_search(tmp_path / "run", 4)
 
 
-def _study(tmp_path: Path, name: str):  # noqa: ANN202 - an optuna Study
+def _study(tmp_path: Path, name: str):
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -120,9 +114,21 @@ def _study(tmp_path: Path, name: str):  # noqa: ANN202 - an optuna Study
 
 @pytest.mark.slow
 def test_killed_worker_does_not_stop_the_other_and_its_trial_is_failed(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "workers=2", "n_trials=6", "study_name=kill",
-            "data.train_size=400", "training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'first'}"]
-    launcher = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        "experiment=smoke",
+        "workers=2",
+        "n_trials=6",
+        "study_name=kill",
+        "data.train_size=400",
+        "training.num_train_epochs=3",
+        f"hydra.run.dir={tmp_path / 'first'}",
+    ]
+    launcher = subprocess.Popen(
+        args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     import psutil
 
     victim = None
@@ -146,19 +152,27 @@ def test_killed_worker_does_not_stop_the_other_and_its_trial_is_failed(tmp_path:
     assert str(victim) in stderr  # the launcher says which worker died
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
-    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240)
+    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert [row["state"] for row in rows(tmp_path / "second")].count("COMPLETE") == 6
+    assert [row["state"] for row in read_trials(tmp_path / "second")].count("COMPLETE") == 6
 
 
-def test_out_of_memory_trial_is_failed_and_the_worker_goes_on(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_out_of_memory_trial_is_failed_and_the_worker_goes_on(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     done = cli(
-        "experiment=smoke", "workers=2", "n_trials=3", "max_failures=10",
-        "model.model_init._target_=helpers.oom_tiny_bert", "~model.model_init.hidden_size", "~model.model_init.num_hidden_layers",
-        "~model.model_init.num_attention_heads", "~model.model_init.intermediate_size",
+        "experiment=smoke",
+        "workers=2",
+        "n_trials=3",
+        "max_failures=10",
+        "model.model_init._target_=helpers.oom_tiny_bert",
+        "~model.model_init.hidden_size",
+        "~model.model_init.num_hidden_layers",
+        "~model.model_init.num_attention_heads",
+        "~model.model_init.intermediate_size",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    table = rows(tmp_path / "run")
+    table = read_trials(tmp_path / "run")
     assert [row["state"] for row in table].count("COMPLETE") == 3
     failed = [row for row in table if row["state"] == "FAIL"]
     assert len(failed) == 2  # each worker's first trial
@@ -166,7 +180,9 @@ def test_out_of_memory_trial_is_failed_and_the_worker_goes_on(cli: Callable[...,
 
 
 @pytest.mark.slow
-def test_worker_memory_stays_flat_over_twenty_trials(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_worker_memory_stays_flat_over_twenty_trials(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     done = cli("experiment=smoke", "workers=2", "n_trials=20", "data.train_size=128", "data.eval_size=64", timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     by_worker: dict[int, list[float]] = {}
@@ -179,9 +195,27 @@ def test_worker_memory_stays_flat_over_twenty_trials(cli: Callable[..., subproce
 
 
 def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hpsearch",
-               "experiment=smoke", "workers=2", f"hydra.run.dir={tmp_path / 'run'}"]
-    done = subprocess.run(command, cwd=tmp_path, env=cli_env(GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=180)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "hpsearch",
+        "experiment=smoke",
+        "workers=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=cli_env(GLOO_SOCKET_IFNAME="lo"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode != 0
     assert "workers=2: torchrun already runs one process per device" in done.stderr
 
@@ -190,15 +224,28 @@ def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
 def test_rerun_after_killing_the_whole_command_retrains_its_orphaned_trials(tmp_path: Path) -> None:
     """kill -9 of the launcher and its workers leaves RUNNING trials in the journal file, which has no heartbeat:
     the rerun fails those of dead processes on this machine and trains the search to n_trials, without waiting."""
-    args = [sys.executable, "-m", "hpsearch", "experiment=smoke", "workers=2", "n_trials=4", "study_name=orphans",
-            "data.train_size=400", "training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'first'}"]
-    launcher = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        "experiment=smoke",
+        "workers=2",
+        "n_trials=4",
+        "study_name=orphans",
+        "data.train_size=400",
+        "training.num_train_epochs=3",
+        f"hydra.run.dir={tmp_path / 'first'}",
+    ]
+    launcher = subprocess.Popen(
+        args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.3)
         try:
-            if any(t.state.name == "RUNNING" and "worker_pid" in t.user_attrs for t in _study(tmp_path, "orphans").trials):
+            if any(
+                t.state.name == "RUNNING" and "worker_pid" in t.user_attrs for t in _study(tmp_path, "orphans").trials
+            ):
                 break
         except (KeyError, FileNotFoundError, ValueError):
             continue
@@ -208,7 +255,7 @@ def test_rerun_after_killing_the_whole_command_retrains_its_orphaned_trials(tmp_
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
     started = time.monotonic()
-    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240)
+    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
     states = [t.state.name for t in _study(tmp_path, "orphans").trials]
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states

@@ -41,5 +41,7 @@ def backend_settings(backend: Backend[Any], config: Mapping[str, Any]) -> Any:
     others = {field.name for cls in BACKENDS.values() for field in dataclasses.fields(cls.settings_type)} - own
     ignored = tuple(sorted(set(config) & others))
     if ignored:
-        log.info("backend=%s has no setting %s (a setting of another backend): left out", backend.name, ", ".join(ignored))
+        log.info(
+            "backend=%s has no setting %s (a setting of another backend): left out", backend.name, ", ".join(ignored)
+        )
     return backend.settings(config, ignore=ignored)

@@ -108,7 +108,7 @@ class Backend(ABC, Generic[SettingsT]):
         """Import this backend's optional dependency, or fail with a one-line install hint."""
         return require(module, f"backend={self.name}", self.package, self.extra)
 
-    def validate(self, settings: SettingsT, objectives: Objectives, training: Mapping[str, Any]) -> None:  # noqa: B027
+    def validate(self, settings: SettingsT, objectives: Objectives, training: Mapping[str, Any]) -> None:
         """Reject a bad backend config before any model or data is loaded."""
 
     @abstractmethod
@@ -131,10 +131,10 @@ class Backend(ABC, Generic[SettingsT]):
         """The Pareto front's trial numbers as the backend reports it; None: hpsearch computes it."""
         return None
 
-    def finish(self, job: SearchJob[SettingsT], result: SearchResult) -> None:  # noqa: B027
+    def finish(self, job: SearchJob[SettingsT], result: SearchResult) -> None:
         """After the results are written: e.g. tag the best trial's run in the backend's own store."""
 
-    def abandon(self, job: SearchJob[SettingsT], pid: int) -> None:  # noqa: B027
+    def abandon(self, job: SearchJob[SettingsT], pid: int) -> None:
         """Worker process ``pid`` died: record the trial it was training as failed, where the store can."""
 
     def method(self, settings: SettingsT) -> str:

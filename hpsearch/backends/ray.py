@@ -127,7 +127,7 @@ class TrialPayload:
 
 
 def _final_report(outcome: TrialOutcome, objectives: Objectives) -> dict[str, Any]:
-    values = dict(zip(objectives.names, outcome.values or []))
+    values = dict(zip(objectives.names, outcome.values or [], strict=False))
     return {**outcome.metrics, **values, "duration_s": outcome.duration_s, DONE_FLAG: True}
 
 
@@ -138,7 +138,7 @@ def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     trainer = payload.trainer()
     if payload.report_intermediate:
         trainer.reporter = lambda handle, step, metrics: _report(trainer, step, metrics, payload.checkpoint_reports)
-    outcome = trainer.run_trial(payload.space.read(config), resume_from_checkpoint=_restored_checkpoint())
+    outcome = trainer.run_trial(payload.space.cast(config), resume_from_checkpoint=_restored_checkpoint())
     if outcome.state is TrialState.FAIL:
         raise TrialFailed(outcome.error or "trial failed")
     tune.report(_final_report(outcome, payload.objectives))
@@ -187,7 +187,9 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             raise ConfigError(f"backend.search_alg: unknown {algorithm!r}; choose one of {list(SEARCH_ALGORITHMS)}")
         if scheduler != "none":
             if objectives.is_multi:
-                raise ConfigError(f"backend.scheduler={scheduler}: Ray schedulers stop trials on one metric; set backend.scheduler=none")
+                raise ConfigError(
+                    f"backend.scheduler={scheduler}: Ray schedulers stop trials on one metric; set backend.scheduler=none"
+                )
             require_in_training_eval(f"backend.scheduler={scheduler}", training, "early stopping")
         if objectives.is_multi and algorithm != "optuna":
             raise ConfigError("backend.search_alg: several objectives need search_alg=optuna (OptunaSearch)")
@@ -200,7 +202,8 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         if name == "pbt":  # explores around the same domains the trials were drawn from
             mutations = {param.name: domain(param) for param in job.space.tunable}
             return PopulationBasedTraining(
-                hyperparam_mutations=mutations, **{"time_attr": "training_iteration", "perturbation_interval": 2, **options}
+                hyperparam_mutations=mutations,
+                **{"time_attr": "training_iteration", "perturbation_interval": 2, **options},
             )
         return {"none": FIFOScheduler, "asha": ASHAScheduler, "median": MedianStoppingRule}[name](**options)
 
@@ -297,7 +300,9 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             _check_resources(resources)
             trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload), resources)
             if tune.Tuner.can_restore(str(experiment)):
-                tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=False)
+                tuner = tune.Tuner.restore(
+                    str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=False
+                )
             else:
                 tuner = self._new_tuner(job, trainable, experiment)
             tuner.fit()
@@ -337,7 +342,9 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         if not any(experiment.glob("experiment_state-*.json")):
             return []
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # trials yet to report
-        return [_trial_record(number, trial, job) for number, trial in enumerate(ExperimentAnalysis(str(experiment)).trials)]
+        return [
+            _trial_record(number, trial, job) for number, trial in enumerate(ExperimentAnalysis(str(experiment)).trials)
+        ]
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         import numpy as np
@@ -346,7 +353,9 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         domains = param_space(space)
         samples = []
         for _ in range(n):
-            raw = {name: d.sample(random_state=random_state) if hasattr(d, "sample") else d for name, d in domains.items()}
+            raw = {
+                name: d.sample(random_state=random_state) if hasattr(d, "sample") else d for name, d in domains.items()
+            }
             samples.append(space.cast(raw))
         return samples
 
@@ -371,7 +380,9 @@ def _check_resources(resources: Mapping[str, float]) -> None:
             )
 
 
-def _trial_record(number: int, trial: Any, job: SearchJob[RaySettings], ended: bool = False, error: str | None = None) -> TrialRecord:
+def _trial_record(
+    number: int, trial: Any, job: SearchJob[RaySettings], ended: bool = False, error: str | None = None
+) -> TrialRecord:
     """A Ray trial as hpsearch records it; ``ended``: Ray just reported it done (a scheduler may have stopped it)."""
     metrics = dict(trial.last_result or {})
     if error is not None or trial.status == "ERROR":
@@ -435,4 +446,3 @@ def _failure_stopper() -> Any:
             return self.driver[1].stopped
 
     return FailureStopper()
-

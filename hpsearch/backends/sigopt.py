@@ -76,7 +76,7 @@ def typed_assignments(space: SearchSpace, assignments: Mapping[str, Any]) -> dic
     for param in space:
         if isinstance(param, IntParam) and param.log and param.name in assignments:
             values[param.name] = round(float(assignments[param.name]))
-    return space.read(values)
+    return space.cast({**space.single_values(), **values})
 
 
 def native_parameters(space: SearchSpace) -> list[dict[str, Any]]:
@@ -185,7 +185,9 @@ class SigOptBackend(Backend[SigOptSettings], RemembersRemoteStudy[SigOptSettings
         return str(experiment.id)
 
     def _observations(self, connection: Any, job: SearchJob[SigOptSettings], experiment_id: str) -> list[Any]:
-        pages = self._call(job, lambda: list(connection.experiments(experiment_id).observations().fetch().iterate_pages()))
+        pages = self._call(
+            job, lambda: list(connection.experiments(experiment_id).observations().fetch().iterate_pages())
+        )
         return sorted(pages, key=lambda o: (o.created or 0, int(o.id) if str(o.id).isdigit() else 0))
 
     def method(self, settings: SigOptSettings) -> str:
@@ -235,13 +237,22 @@ class SigOptBackend(Backend[SigOptSettings], RemembersRemoteStudy[SigOptSettings
         experiment_id = self._experiment_id(job)
         if experiment_id is None:
             return None
-        best = self._call(job, lambda: list(self.connection(job.settings).experiments(experiment_id).best_assignments().fetch().iterate_pages()))
+        best = self._call(
+            job,
+            lambda: list(
+                self.connection(job.settings).experiments(experiment_id).best_assignments().fetch().iterate_pages()
+            ),
+        )
         by_key = {record.key: record.number for record in records if record.key is not None}
         by_values = {tuple(record.values): record.number for record in records if record.values is not None}
         numbers = set()
         for entry in best:
             values = {value.name: value.value for value in entry.values or []}
-            number = by_key.get(str(entry.id)) if entry.id is not None else by_values.get(tuple(values[n] for n in job.objectives.names))
+            number = (
+                by_key.get(str(entry.id))
+                if entry.id is not None
+                else by_values.get(tuple(values[n] for n in job.objectives.names))
+            )
             if number is not None:
                 numbers.add(number)
         return sorted(numbers)
@@ -288,9 +299,13 @@ class ExperimentSource(TrialSource):
             np.random.seed(job.seed + len(self._observations()))
         suggestion = self.backend._call(job, lambda: self.experiment.suggestions().create())
         outcome = train(suggestion, typed_assignments(job.space, suggestion.assignments))
-        metadata = {**outcome.metrics, "duration_s": round(outcome.duration_s or 0.0, 3)}
+        metadata: dict[str, Any] = {**outcome.metrics, "duration_s": round(outcome.duration_s or 0.0, 3)}
         if outcome.state is TrialState.COMPLETE:
-            report: dict[str, Any] = {"values": [{"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.values)]}
+            report: dict[str, Any] = {
+                "values": [
+                    {"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.complete_values, strict=True)
+                ]
+            }
         else:
             report = {"failed": True}
             metadata["error"] = (outcome.error or "")[:400]

@@ -144,7 +144,10 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
         try:
             # run_cap: the W&B server stops handing out runs at n_trials, whichever machines run the agents.
             sweep_id = wandb.sweep(
-                {**sweep_config(job.space, job.objectives, settings.method, settings.early_terminate), "run_cap": job.n_trials},
+                {
+                    **sweep_config(job.space, job.objectives, settings.method, settings.early_terminate),
+                    "run_cap": job.n_trials,
+                },
                 entity=settings.entity,
                 project=settings.project,
             )
@@ -190,7 +193,11 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
             return []
         if _offline():
             sweep = sweep_id.split("/")[-1]
-            return [run for run in read_runs(self.run_files(job) / "wandb") if sweep in (run.sweep_id, run.summary.get(LOCAL_SWEEP_KEY))]
+            return [
+                run
+                for run in read_runs(self.run_files(job) / "wandb")
+                if sweep in (run.sweep_id, run.summary.get(LOCAL_SWEEP_KEY))
+            ]
         wandb = self.require("wandb")
         path = "/".join(part for part in (job.settings.entity, job.settings.project, sweep_id) if part)
         try:
@@ -209,8 +216,12 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
                     number=number,
                     state=state,
                     params=job.space.read(dict(run.config)),
-                    reported={name: _summary_value(value) for name, value in summary.items() if not name.startswith("_")},
-                    values=[float(_summary_value(summary[n])) for n in job.objectives.names] if state is TrialState.COMPLETE else None,
+                    reported={
+                        name: _summary_value(value) for name, value in summary.items() if not name.startswith("_")
+                    },
+                    values=[float(_summary_value(summary[n])) for n in job.objectives.names]
+                    if state is TrialState.COMPLETE
+                    else None,
                     duration_s=summary.get(DURATION_KEY),
                     error=summary.get(ERROR_KEY),
                     key=getattr(run, "run_id", None) or run.id,
@@ -254,7 +265,7 @@ class SweepSource(TrialSource):
         handle.log(metrics, step=step)  # W&B's early termination reads these
 
     def next(self, train: Train) -> TrialOutcome | None:
-        job, box = self.job, {}
+        job, box = self.job, dict[str, Any]()
         try:
             self.wandb.agent(
                 self.sweep_id,
@@ -290,7 +301,9 @@ class LocalSweepSource(SweepSource):
 
     def __init__(self, backend: WandbBackend, job: SearchJob[WandbSettings], wandb: Any, sweep_id: str) -> None:
         super().__init__(backend, job, wandb, sweep_id)
-        self.sweeps = require("sweeps", "backend=wandb with WANDB_MODE=offline and no WANDB_BASE_URL", "sweeps", "wandb")
+        self.sweeps = require(
+            "sweeps", "backend=wandb with WANDB_MODE=offline and no WANDB_BASE_URL", "sweeps", "wandb"
+        )
         self.config = sweep_config(job.space, job.objectives, job.settings.method, job.settings.early_terminate)
 
     def next(self, train: Train) -> TrialOutcome | None:
@@ -304,7 +317,11 @@ class LocalSweepSource(SweepSource):
             return None
         params = job.space.cast({name: entry["value"] for name, entry in suggestion.config.items()})
         run = self.wandb.init(
-            group=job.study_name, job_type="trial", tags=[job.study_name], config=params, dir=str(self.folder),
+            group=job.study_name,
+            job_type="trial",
+            tags=[job.study_name],
+            config=params,
+            dir=str(self.folder),
             reinit="create_new",
         )
         run.summary[LOCAL_SWEEP_KEY] = self.sweep_id
@@ -319,7 +336,7 @@ class LocalSweepSource(SweepSource):
             name=record.key,
             state=self.sweeps.RunState.finished if record.is_complete else self.sweeps.RunState.failed,
             config={name: {"value": value} for name, value in record.params.items()},
-            summaryMetrics={metric: record.values[0]} if record.is_complete else {},
+            summaryMetrics={metric: record.complete_values[0]} if record.is_complete else {},
         )
 
 
@@ -355,7 +372,9 @@ def _check_reachable(timeout_s: float = 5.0) -> None:
 
     url = urlsplit(_base_url())
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s).close()
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s
+        ).close()
     except OSError as error:
         raise _unavailable(error) from None
 

@@ -56,8 +56,14 @@ def compare(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hpsearch compare", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run directories, or multirun directories")
-    parser.add_argument("--study", nargs=2, action="append", default=[], metavar=("STORAGE_URL", "STUDY_NAME"),
-                        help="an optuna study (repeatable)")
+    parser.add_argument(
+        "--study",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("STORAGE_URL", "STUDY_NAME"),
+        help="an optuna study (repeatable)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for comparison.csv, report.html and the PNGs")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also build a W&B report of the searches' runs")
     args = parser.parse_args(argv)

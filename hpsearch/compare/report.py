@@ -24,18 +24,22 @@ def best_so_far(search: Search, by_time: bool = False) -> list[tuple[int, float,
     training times."""
     objectives = search.objectives
     ordered = sorted(search.trials, key=lambda t: t.number)
-    timed = bool(ordered) and all(t.finished_at is not None for t in ordered)
-    if timed:
-        start = min(t.finished_at - (t.duration_s or 0.0) for t in ordered)
-        elapsed = [t.finished_at - start for t in ordered]
+    ends = [t.finished_at for t in ordered]
+    if ordered and all(end is not None for end in ends):
+        start = min((end or 0.0) - (t.duration_s or 0.0) for end, t in zip(ends, ordered, strict=True))
+        elapsed = [(end or 0.0) - start for end in ends]
     else:
         running = 0.0
         elapsed = [running := running + (t.duration_s or 0.0) for t in ordered]
-    steps = sorted(zip(elapsed, ordered), key=lambda pair: pair[0]) if by_time else list(zip(elapsed, ordered))
+    steps = (
+        sorted(zip(elapsed, ordered, strict=False), key=lambda pair: pair[0])
+        if by_time
+        else list(zip(elapsed, ordered, strict=False))
+    )
     points, best = [], None
     for seconds, trial in steps:
-        if trial.is_complete and objectives.is_better(trial.values, [best] if best is not None else None):
-            best = trial.values[0]
+        if trial.is_complete and objectives.is_better(trial.complete_values, [best] if best is not None else None):
+            best = trial.complete_values[0]
         if best is not None:
             points.append((trial.number, seconds, best))
     return points
@@ -49,15 +53,17 @@ def importance(search: Search) -> dict[str, float]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     complete = [t for t in search.trials if t.is_complete]
     names = [name for name in search.distributions if len({repr(t.params.get(name)) for t in complete}) > 1]
-    if len({t.values[0] for t in complete}) < 2 or not names:
+    if len({t.complete_values[0] for t in complete}) < 2 or not names:
         return {}  # no variation to attribute
     study = optuna.create_study(directions=search.directions)
     for trial in complete:
-        study.add_trial(optuna.trial.create_trial(
-            params={name: trial.params[name] for name in names},
-            distributions={name: search.distributions[name] for name in names},
-            values=trial.values,
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={name: trial.params[name] for name in names},
+                distributions={name: search.distributions[name] for name in names},
+                values=trial.values,
+            )
+        )
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     return optuna.importance.get_param_importances(study, evaluator=evaluator, target=lambda t: t.values[0])
 
@@ -69,13 +75,25 @@ def plot_all(searches: Sequence[Search], out: Path) -> list[tuple[str, Path]]:
     matplotlib.use("Agg")
     images = []
     if not searches[0].objectives.is_multi:
-        images.append(("Best objective so far, by trial number", _plot_progress(searches, out / "best_by_trial.png", by_time=False)))
-        images.append(("Best objective so far, by wall time", _plot_progress(searches, out / "best_by_time.png", by_time=True)))
+        images.append(
+            (
+                "Best objective so far, by trial number",
+                _plot_progress(searches, out / "best_by_trial.png", by_time=False),
+            )
+        )
+        images.append(
+            ("Best objective so far, by wall time", _plot_progress(searches, out / "best_by_time.png", by_time=True))
+        )
     else:
         images.append(("Pareto fronts", _plot_fronts(searches, out / "pareto_fronts.png")))
     for index, search in enumerate(searches):
         images.append((f"Parallel coordinates: {search.label}", _plot_parallel(search, out / f"parallel_{index}.png")))
-    images.append(("Hyperparameter importance (optuna fANOVA, first objective)", _plot_importance(searches, out / "importance.png")))
+    images.append(
+        (
+            "Hyperparameter importance (optuna fANOVA, first objective)",
+            _plot_importance(searches, out / "importance.png"),
+        )
+    )
     return images
 
 
@@ -85,8 +103,14 @@ def _plot_progress(searches: Sequence[Search], path: Path, by_time: bool) -> Pat
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
     for search in searches:
         points = best_so_far(search, by_time)
-        axes.step([p[1] if by_time else p[0] for p in points], [p[2] for p in points], where="post", marker="o",
-                  markersize=3, label=f"{search.label} ({search.method})")
+        axes.step(
+            [p[1] if by_time else p[0] for p in points],
+            [p[2] for p in points],
+            where="post",
+            marker="o",
+            markersize=3,
+            label=f"{search.label} ({search.method})",
+        )
     axes.set_xlabel("wall time since the search began (s)" if by_time else "trial number")
     axes.set_ylabel(f"best {searches[0].objective_names[0]} so far ({searches[0].directions[0]})")
     axes.grid(alpha=0.3)
@@ -104,7 +128,7 @@ def _plot_parallel(search: Search, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
     if complete and names:
         columns = [_scaled([t.params.get(name) for t in complete], search.distributions[name]) for name in names]
-        objective = [t.values[0] for t in complete]
+        objective = [t.complete_values[0] for t in complete]
         columns.append(_scaled(objective, None))
         low, high = min(objective), max(objective)
         colormap = plt.get_cmap("viridis")
@@ -147,8 +171,10 @@ def _plot_fronts(searches: Sequence[Search], path: Path) -> Path:
 
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
     for search in searches:
-        front = sorted(pareto_front(search.trials, search.directions), key=lambda t: t.values[0])
-        axes.plot([t.values[0] for t in front], [t.values[1] for t in front], "-o", label=search.label)
+        front = sorted(pareto_front(search.trials, search.directions), key=lambda t: t.complete_values[0])
+        axes.plot(
+            [t.complete_values[0] for t in front], [t.complete_values[1] for t in front], "-o", label=search.label
+        )
     axes.set_xlabel(f"{searches[0].objective_names[0]} ({searches[0].directions[0]})")
     axes.set_ylabel(f"{searches[0].objective_names[1]} ({searches[0].directions[1]})")
     axes.grid(alpha=0.3)
@@ -159,7 +185,9 @@ def _plot_fronts(searches: Sequence[Search], path: Path) -> Path:
 def write_report(path: Path, rows: Sequence[dict[str, Any]], images: Sequence[tuple[str, Path]]) -> None:
     """One HTML file that opens offline: the table, and every plot inlined as a data URI (no script)."""
     header = "".join(f"<th>{html.escape(column)}</th>" for column in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell_text(row[c]))}</td>" for c in rows[0]) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell_text(row[c]))}</td>" for c in rows[0]) + "</tr>" for row in rows
+    )
     figures = "".join(
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}">'
         f"<figcaption>{html.escape(caption)} ({image.name})</figcaption></figure>"
@@ -188,7 +216,11 @@ def _scaled(values: Sequence[Any], dist: Any) -> list[float]:
 def _range_text(dist: Any) -> tuple[str, str]:
     """What the bottom and top of a parallel-coordinates axis stand for."""
     choices = getattr(dist, "choices", None)
-    return (cell_text(choices[0]), cell_text(choices[-1])) if choices is not None else (cell_text(dist.low), cell_text(dist.high))
+    return (
+        (cell_text(choices[0]), cell_text(choices[-1]))
+        if choices is not None
+        else (cell_text(dist.low), cell_text(dist.high))
+    )
 
 
 def _save(figure: Any, path: Path) -> Path:

@@ -6,12 +6,12 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from hpsearch.errors import ConfigError
-from hpsearch.objective import Objective, Objectives
+from hpsearch.objective import Direction, Objective, Objectives
 from hpsearch.results import TRIALS_CSV
 from hpsearch.space import SearchSpace
 from hpsearch.trials import TrialRecord, TrialState, stored_trial
@@ -25,14 +25,16 @@ class Search:
     study: str  # its study name: the W&B group of its runs
     backend: str
     method: str
-    directions: list[str]
+    directions: list[Direction]
     objective_names: list[str]
     trials: list[TrialRecord]
     distributions: dict[str, Any] = field(default_factory=dict)  # optuna distributions of the searched parameters
 
     @property
     def objectives(self) -> Objectives:
-        return Objectives(items=tuple(Objective(n, d) for n, d in zip(self.objective_names, self.directions)))
+        return Objectives(
+            items=tuple(Objective(n, d) for n, d in zip(self.objective_names, self.directions, strict=False))
+        )
 
     def count(self, state: TrialState) -> int:
         return sum(trial.state is state for trial in self.trials)
@@ -47,7 +49,9 @@ def read_run_dir(path: Path) -> Search:
         raise ConfigError(f"compare: {path} is not a directory; give run directories (outputs/<study>/<time>)")
     table, config_file = path / TRIALS_CSV, path / "config.yaml"
     if not table.is_file() or not config_file.is_file():
-        raise ConfigError(f"compare: {path} holds no search results ({TRIALS_CSV} and config.yaml); is it a run directory?")
+        raise ConfigError(
+            f"compare: {path} holds no search results ({TRIALS_CSV} and config.yaml); is it a run directory?"
+        )
     config = yaml.safe_load(config_file.read_text())
     space = SearchSpace.from_config(config["space"])
     objectives = Objectives.from_config(config["objective"])
@@ -58,15 +62,17 @@ def read_run_dir(path: Path) -> Search:
         for row in csv.DictReader(handle):
             filled = {name: text for name, text in row.items() if text not in ("", None)}
             values = [float(row[c]) for c in columns] if all(c in filled for c in columns) else None
-            trials.append(stored_trial(
-                number=int(row["number"]),
-                state=row["state"],
-                params=space.read(filled) if values else {},
-                reported={name: float(text) for name, text in filled.items() if name.startswith("eval_")},
-                values=values,
-                duration_s=_number(row.get("duration_s")),
-                finished_at=_number(row.get("finished_at")),
-            ))
+            trials.append(
+                stored_trial(
+                    number=int(row["number"]),
+                    state=row["state"],
+                    params=space.read(filled) if values else {},
+                    reported={name: float(text) for name, text in filled.items() if name.startswith("eval_")},
+                    values=values,
+                    duration_s=_number(row.get("duration_s")),
+                    finished_at=_number(row.get("finished_at")),
+                )
+            )
     return Search(
         label=_label(path),
         study=str(config["study_name"]),
@@ -91,20 +97,30 @@ def read_study(storage: str, study_name: str) -> Search:
     elif "://" in storage:
         opened = open_storage(storage)
     else:
-        raise ConfigError(f"compare --study: {storage!r} is neither a storage URL nor a journal file; give e.g. .hpsearch/<study>.log")
+        raise ConfigError(
+            f"compare --study: {storage!r} is neither a storage URL nor a journal file; give e.g. .hpsearch/<study>.log"
+        )
     try:
         study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
         raise ConfigError(f"compare --study: no study {study_name!r} in {storage}") from None
-    names = study.metric_names or (["objective"] if len(study.directions) == 1 else [f"objective{i}" for i in range(len(study.directions))])
-    trials = [trial_record(trial, dict(trial.params)) for trial in study.get_trials(deepcopy=False) if trial.state.name != "WAITING"]
-    distributions = {name: dist for trial in study.get_trials(deepcopy=False) for name, dist in trial.distributions.items()}
+    names = study.metric_names or (
+        ["objective"] if len(study.directions) == 1 else [f"objective{i}" for i in range(len(study.directions))]
+    )
+    trials = [
+        trial_record(trial, dict(trial.params))
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state.name != "WAITING"
+    ]
+    distributions = {
+        name: dist for trial in study.get_trials(deepcopy=False) for name, dist in trial.distributions.items()
+    }
     return Search(
         label=study_name,
         study=study_name,
         backend="optuna",
         method=str(study.user_attrs.get(METHOD_ATTR, type(study.sampler).__name__)),
-        directions=[direction.name.lower() for direction in study.directions],
+        directions=[cast(Direction, direction.name.lower()) for direction in study.directions],
         objective_names=list(names),
         trials=trials,
         distributions=distributions,
@@ -115,7 +131,9 @@ def expand(path: Path) -> list[Path]:
     """A run directory, or every job of a multirun directory (its numbered subdirectories)."""
     if (path / TRIALS_CSV).is_file() or not path.is_dir():
         return [path]
-    jobs = sorted((child for child in path.iterdir() if child.is_dir() and child.name.isdigit()), key=lambda p: int(p.name))
+    jobs = sorted(
+        (child for child in path.iterdir() if child.is_dir() and child.name.isdigit()), key=lambda p: int(p.name)
+    )
     return jobs or [path]
 
 
@@ -135,7 +153,7 @@ def _label(path: Path) -> str:
 
 
 def _objective_text(search: Search) -> str:
-    return ", ".join(f"{n} ({d})" for n, d in zip(search.objective_names, search.directions))
+    return ", ".join(f"{n} ({d})" for n, d in zip(search.objective_names, search.directions, strict=False))
 
 
 def _number(text: str | None) -> float | None:

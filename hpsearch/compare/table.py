@@ -29,13 +29,13 @@ def comparison_rows(searches: Sequence[Search]) -> list[dict[str, Any]]:
         if objectives.is_multi:
             front = pareto_front(search.trials, objectives.directions)
             row["pareto_front"] = len(front)
-            for index, (name, direction) in enumerate(zip(objectives.names, objectives.directions)):
-                values = [trial.values[index] for trial in front]
+            for index, (name, direction) in enumerate(zip(objectives.names, objectives.directions, strict=False)):
+                values = [trial.complete_values[index] for trial in front]
                 row[f"best {name}"] = (max if direction == "maximize" else min)(values) if values else None
             row["best hyperparameters"] = ""
         else:
             best = best_trial(search.trials, objectives)
-            row[f"best {objectives.names[0]}"] = best.values[0] if best else None
+            row[f"best {objectives.names[0]}"] = best.complete_values[0] if best else None
             row["best hyperparameters"] = _params_text(best.params) if best else ""
         row["training time (s)"] = round(sum(trial.duration_s or 0.0 for trial in search.trials), 1)
         rows.append(row)
@@ -53,8 +53,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     header = list(rows[0])
     cells = [[cell_text(row[column]) for column in header] for row in rows]
     widths = [max(len(column), *(len(line[index]) for line in cells)) for index, column in enumerate(header)]
-    lines = ["  ".join(column.ljust(width) for column, width in zip(header, widths))]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(header, widths, strict=False))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) for line in cells]
     return "\n".join(lines)
 
 

@@ -24,7 +24,9 @@ def build_report(target: str, searches: Sequence[Search], rows: Sequence[dict[st
     """Save the report to ``ENTITY/PROJECT``; its URL."""
     entity, _, project = target.partition("/")
     if not entity or not project or "/" in project:
-        raise ConfigError(f"compare --wandb {target}: give ENTITY/PROJECT, the project the searches logged their runs to")
+        raise ConfigError(
+            f"compare --wandb {target}: give ENTITY/PROJECT, the project the searches logged their runs to"
+        )
     require("wandb_workspaces", "compare --wandb", "wandb-workspaces", "wandb")
     import wandb_workspaces.reports.v2 as wr
 
@@ -36,7 +38,9 @@ def build_report(target: str, searches: Sequence[Search], rows: Sequence[dict[st
         for search in searches
     ]
     best_runs = wr.Runset(
-        entity=entity, project=project, name="best run of each search",
+        entity=entity,
+        project=project,
+        name="best run of each search",
         filters=f"Tags() in ['best'] and Metric('Group') in {studies!r}",
     )
     columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(name)) for name in names]
@@ -49,7 +53,10 @@ def build_report(target: str, searches: Sequence[Search], rows: Sequence[dict[st
         blocks=[
             wr.H1(text="Searches"),
             wr.MarkdownBlock(text=markdown_table(rows)),
-            wr.PanelGrid(runsets=runsets, panels=[wr.ParallelCoordinatesPlot(columns=columns, title=f"hyperparameters and {objective}")]),
+            wr.PanelGrid(
+                runsets=runsets,
+                panels=[wr.ParallelCoordinatesPlot(columns=columns, title=f"hyperparameters and {objective}")],
+            ),
             wr.H1(text="Best runs, side by side"),
             wr.PanelGrid(runsets=[best_runs], panels=[wr.RunComparer(diff_only="split")]),
         ],
@@ -57,7 +64,9 @@ def build_report(target: str, searches: Sequence[Search], rows: Sequence[dict[st
     try:
         report.save()
     except Exception as error:  # noqa: BLE001 - wandb raises many types for one unreachable or refusing server
-        raise BackendUnavailableError(f"compare --wandb {target}: W&B did not save the report ({first_line(error)})") from None
+        raise BackendUnavailableError(
+            f"compare --wandb {target}: W&B did not save the report ({first_line(error)})"
+        ) from None
     return str(report.url)
 
 

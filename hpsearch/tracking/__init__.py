@@ -16,11 +16,16 @@ TRACKERS: dict[str, type[Tracker]] = {cls.name: cls for cls in (WandbTracker,)}
 
 
 def get_tracker(
-    settings: Mapping[str, Any], study_name: str, backend: str, objectives: Objectives, run_dir: Path, logged_by_backend: str | None
+    settings: Mapping[str, Any],
+    study_name: str,
+    backend: str,
+    objectives: Objectives,
+    run_dir: Path,
+    logged_by_backend: str | None,
 ) -> Tracker | None:
     """The configured tracker, or None for ``tracking=none`` or when the backend logs to that tracker itself."""
     name = str(settings.get("name", NONE))
-    if name == NONE or name == logged_by_backend:
+    if name in (NONE, logged_by_backend):
         return None
     if name not in TRACKERS:
         raise ConfigError(f"tracking: unknown tracking {name!r}; choose one of {[NONE, *sorted(TRACKERS)]}")

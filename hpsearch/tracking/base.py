@@ -17,7 +17,9 @@ class Tracker(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def __init__(self, settings: Mapping[str, Any], study_name: str, backend: str, objectives: Objectives, run_dir: Path) -> None:
+    def __init__(
+        self, settings: Mapping[str, Any], study_name: str, backend: str, objectives: Objectives, run_dir: Path
+    ) -> None:
         """Import the tracker's package here, so that a missing one is a one-line error before any training."""
 
     @abstractmethod

@@ -40,7 +40,7 @@ def log_outcome(run: Any, outcome: TrialOutcome, objectives: Objectives) -> None
     """Log one trial's result into an open W&B run, and finish it (failed trials exit non-zero)."""
     for item in objectives.items:
         run.define_metric(item.metric, summary="max" if item.direction == "maximize" else "min")
-    values = dict(zip(objectives.names, outcome.values or []))
+    values = dict(zip(objectives.names, outcome.values or [], strict=False))
     run.log({**outcome.metrics, **values})
     run.summary[STATE_KEY] = outcome.state.value
     run.summary[DURATION_KEY] = outcome.duration_s
@@ -49,14 +49,20 @@ def log_outcome(run: Any, outcome: TrialOutcome, objectives: Objectives) -> None
     run.finish(exit_code=0 if outcome.state is TrialState.COMPLETE else 1)
 
 
-def tag_runs(wandb: Any, entity: str | None, project: str | None, folder: Path, tagged: Mapping[str, list[str]]) -> None:
+def tag_runs(
+    wandb: Any, entity: str | None, project: str | None, folder: Path, tagged: Mapping[str, list[str]]
+) -> None:
     """Set tags on finished runs by resuming them, the W&B way of editing a run (works offline too).
 
     ``tagged`` holds each run's full tag list: an offline resume cannot see the tags the run already has.
     """
     for run_id, tags in tagged.items():
         run = wandb.init(
-            id=run_id, resume="allow", entity=entity, project=project, dir=str(folder),
+            id=run_id,
+            resume="allow",
+            entity=entity,
+            project=project,
+            dir=str(folder),
         )
         run.tags = tuple(sorted(set(run.tags or ()) | set(tags)))
         run.finish()
@@ -77,7 +83,9 @@ class WandbTracker(Tracker):
 
     name = "wandb"
 
-    def __init__(self, settings: Mapping[str, Any], study_name: str, backend: str, objectives: Objectives, run_dir: Path) -> None:
+    def __init__(
+        self, settings: Mapping[str, Any], study_name: str, backend: str, objectives: Objectives, run_dir: Path
+    ) -> None:
         self.wandb = wandb_module("tracking=wandb")
         self.settings = settings
         self.study_name = study_name

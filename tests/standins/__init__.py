@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from typing_extensions import Self
+
 
 class StandInServer:
     """Serves ``handler()`` on 127.0.0.1 (a free port) in a daemon thread, as a context manager."""
@@ -31,7 +33,7 @@ class StandInServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> StandInServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

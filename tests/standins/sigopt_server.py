@@ -17,9 +17,9 @@ import re
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 from standins import StandInServer
-from typing import Any
 
 PARAMETER_TYPES = ("double", "int", "categorical")
 
@@ -34,7 +34,6 @@ class SigOptStandIn(StandInServer):
         self.requests: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
         super().__init__()
-
 
     # --- the API -------------------------------------------------------------------------------
     def create_experiment(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -127,7 +126,7 @@ class SigOptStandIn(StandInServer):
             return [signs[name] * by_name[name] for name in signs]
 
         def dominated(a: list[float], b: list[float]) -> bool:
-            return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+            return all(x <= y for x, y in zip(a, b, strict=False)) and any(x < y for x, y in zip(a, b, strict=False))
 
         front = [o for o in done if not any(dominated(score(o), score(p)) for p in done)]
         if len(metrics) == 1 and front:

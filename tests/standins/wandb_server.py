@@ -17,12 +17,12 @@ import json
 import re
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-
-from standins import StandInServer
 from typing import Any
 
 import numpy as np
 import yaml
+
+from standins import StandInServer
 
 
 class WandbStandIn(StandInServer):
@@ -39,13 +39,24 @@ class WandbStandIn(StandInServer):
         np.random.seed(seed)
         super().__init__()
 
-
     def answer(self, operation: str, variables: dict[str, Any]) -> dict[str, Any]:
         if operation in ("Viewer", "GetDefaultEntity"):
-            return {"viewer": {"id": "VXNlcjox", "entity": "standin", "username": "standin", "flags": "{}", "teams": {"edges": []}}}
+            return {
+                "viewer": {
+                    "id": "VXNlcjox",
+                    "entity": "standin",
+                    "username": "standin",
+                    "flags": "{}",
+                    "teams": {"edges": []},
+                }
+            }
         if operation == "UpsertSweep":
             name = variables.get("id") or f"sweep{next(self._ids)}"
-            self.sweeps[name] = {"config": yaml.safe_load(variables["config"]), "entity": variables.get("entityName"), "project": variables.get("projectName")}
+            self.sweeps[name] = {
+                "config": yaml.safe_load(variables["config"]),
+                "entity": variables.get("entityName"),
+                "project": variables.get("projectName"),
+            }
             self.issued.setdefault(name, [])
             return {"upsertSweep": {"sweep": {"name": name, "id": name}, "configValidationWarnings": []}}
         if operation == "CreateAgent":
@@ -56,12 +67,26 @@ class WandbStandIn(StandInServer):
             self.agents[agent] = sweep
             return {"createAgent": {"agent": {"id": agent}}}
         if operation == "GetProjects":
-            nodes = [{"node": _project(entity, name)} for entity, name in sorted(self.projects) if entity == variables.get("entity")]
-            return {"models": {"pageInfo": {"__typename": "PageInfo", "endCursor": None, "hasNextPage": False}, "edges": nodes}}
+            nodes = [
+                {"node": _project(entity, name)}
+                for entity, name in sorted(self.projects)
+                if entity == variables.get("entity")
+            ]
+            return {
+                "models": {
+                    "pageInfo": {"__typename": "PageInfo", "endCursor": None, "hasNextPage": False},
+                    "edges": nodes,
+                }
+            }
         if operation == "CreateProject":
             entry = variables["input"]
             self.projects.add((entry["entityName"], entry["name"]))
-            project = {**_project(entry["entityName"], entry["name"]), "description": None, "access": "PRIVATE", "views": "{}"}
+            project = {
+                **_project(entry["entityName"], entry["name"]),
+                "description": None,
+                "access": "PRIVATE",
+                "views": "{}",
+            }
             return {"result": {"project": project, "model": project, "inserted": True}}
         if operation == "ProjectInternalId":
             known = (variables["entityName"], variables["projectName"]) in self.projects
@@ -71,9 +96,16 @@ class WandbStandIn(StandInServer):
             self.reports.append({**variables, "id": view_id, "spec": json.loads(variables["spec"])})
             project = {"id": "UHJvamVjdDox", "name": variables["projectName"], "entityName": variables["entityName"]}
             view = {key: variables.get(key) for key in ("type", "name", "displayName", "description", "spec")}
-            return {"upsertView": {"view": {**view, "id": view_id, "project": project, "updatedAt": "2026-11-28T00:00:00"}, "inserted": True}}
+            return {
+                "upsertView": {
+                    "view": {**view, "id": view_id, "project": project, "updatedAt": "2026-11-28T00:00:00"},
+                    "inserted": True,
+                }
+            }
         if operation == "Heartbeat":
-            return {"agentHeartbeat": {"agent": {"id": variables["id"]}, "commands": json.dumps(self._commands(variables))}}
+            return {
+                "agentHeartbeat": {"agent": {"id": variables["id"]}, "commands": json.dumps(self._commands(variables))}
+            }
         return {}
 
     def _commands(self, variables: dict[str, Any]) -> list[dict[str, Any]]:
@@ -129,8 +161,15 @@ class WandbStandIn(StandInServer):
 
 
 def _project(entity: str, name: str) -> dict[str, Any]:
-    return {"__typename": "Project", "id": f"{entity}/{name}", "name": name, "entityName": entity,
-            "createdAt": "2026-11-28T00:00:00", "isBenchmark": False, "user": None}
+    return {
+        "__typename": "Project",
+        "id": f"{entity}/{name}",
+        "name": name,
+        "entityName": entity,
+        "createdAt": "2026-11-28T00:00:00",
+        "isBenchmark": False,
+        "user": None,
+    }
 
 
 def _plain(value: Any) -> Any:

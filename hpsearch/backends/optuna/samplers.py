@@ -34,7 +34,7 @@ def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePru
     import optuna
 
     factories: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-        "none": lambda: optuna.pruners.NopPruner(),
+        "none": optuna.pruners.NopPruner,
         "median": lambda: optuna.pruners.MedianPruner(**options),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(**options),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(**options),

@@ -40,7 +40,7 @@ def distribution(param: Param) -> optuna.distributions.BaseDistribution | None:
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     """Typed values for every parameter of ``space``; suggesting twice in one trial is idempotent."""
-    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     values: dict[str, Any] = {}
     for param in space:
@@ -49,9 +49,14 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
             assert isinstance(param, FixedParam)
             values[param.name] = param.value
         elif isinstance(native, FloatDistribution):
-            values[param.name] = trial.suggest_float(param.name, native.low, native.high, step=native.step, log=native.log)
+            values[param.name] = trial.suggest_float(
+                param.name, native.low, native.high, step=native.step, log=native.log
+            )
         elif isinstance(native, IntDistribution):
-            values[param.name] = trial.suggest_int(param.name, native.low, native.high, step=native.step, log=native.log)
+            values[param.name] = trial.suggest_int(
+                param.name, native.low, native.high, step=native.step, log=native.log
+            )
         else:
+            assert isinstance(native, CategoricalDistribution)
             values[param.name] = trial.suggest_categorical(param.name, native.choices)
     return values

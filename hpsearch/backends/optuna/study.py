@@ -138,7 +138,9 @@ def open_study(job: SearchJob[Any], storage: optuna.storages.BaseStorage) -> opt
     """Create the study, or load it if it exists, with the objectives' names; another objective is an error."""
     import optuna
 
-    study = optuna.create_study(study_name=job.study_name, storage=storage, directions=job.objectives.directions, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=job.study_name, storage=storage, directions=job.objectives.directions, load_if_exists=True
+    )
     if study.metric_names is None:  # the objectives' names, for optuna-dashboard and comparisons
         with experimental_quiet():
             study.set_metric_names(job.objectives.names)
@@ -150,10 +152,10 @@ def check_objectives(study: optuna.Study, job: SearchJob[Any]) -> None:
     """A stored study keeps its objectives: another objective under the same name is a config error."""
     existing = [direction.name.lower() for direction in study.directions]
     if existing != job.objectives.directions or study.metric_names not in (None, job.objectives.names):
-        stored = list(zip(study.metric_names or ["?"] * len(existing), existing))
+        stored = list(zip(study.metric_names or ["?"] * len(existing), existing, strict=False))
         raise ConfigError(
             f"study_name={job.study_name}: the stored study optimises {stored}, not "
-            f"{list(zip(job.objectives.names, job.objectives.directions))}; choose another study_name"
+            f"{list(zip(job.objectives.names, job.objectives.directions, strict=False))}; choose another study_name"
         )
 
 
