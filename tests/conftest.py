@@ -10,7 +10,7 @@ import pytest
 from omegaconf import DictConfig
 from standins.sigopt_server import SigOptStandIn
 from standins.wandb_server import WandbStandIn
-from support import compose_config, run_cli
+from support import Served, compose_config, run_cli, wandb_env
 
 
 @pytest.fixture
@@ -37,3 +37,14 @@ def wandb_server() -> Iterator[WandbStandIn]:
     """A stand-in of W&B's API on 127.0.0.1; ``support.wandb_env(server)`` points the real client at it."""
     with WandbStandIn() as server:
         yield server
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest) -> Served:
+    """The backend a test is parametrized with (``indirect=True``), with the stand-in server its client talks to."""
+    if request.param == "sigopt":
+        return Served("sigopt", ["backend=sigopt"], server=request.getfixturevalue("sigopt_server"))
+    if request.param == "wandb":
+        server = request.getfixturevalue("wandb_server")
+        return Served("wandb", ["backend=wandb", "backend.method=random"], wandb_env(server), server)
+    return Served("optuna", ["backend=optuna"])

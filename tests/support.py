@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -102,3 +104,22 @@ def wandb_env(server: WandbStandIn) -> dict[str, str]:
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
     }
+
+
+@dataclass
+class Served:
+    """A backend as a test runs it: its overrides, the environment pointing its client at a stand-in server, and
+    that server (None for optuna, whose study is a local file)."""
+
+    backend: str
+    overrides: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    server: Any = None
+
+    def handed_out(self) -> int:
+        """How many trials the server handed out: SigOpt observations, W&B suggestions (one sweep each)."""
+        if self.backend == "sigopt":
+            (observations,) = self.server.observations.values()
+            return len(observations)
+        (issued,) = self.server.issued.values()
+        return len(issued)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from standins.wandb_server import WandbStandIn
 from support import cli_env, read_trials, requires
 
 from hpsearch.compare import importance, read_run_dir
@@ -154,38 +155,36 @@ def test_rerunning_a_finished_study_says_so(cli: CLI, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @requires("wandb_workspaces")
-def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path) -> None:
+def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path, wandb_server: WandbStandIn) -> None:
     """``--wandb``: wandb-workspaces builds the report and sends it to the W&B stand-in, which keeps the spec."""
-    from standins.wandb_server import WandbStandIn
-
+    server = wandb_server
     runs = [
         search(cli, tmp_path, "first", "n_trials=2"),
         search(cli, tmp_path, "second", "n_trials=2", "backend.sampler=random"),
     ]
-    with WandbStandIn() as server:
-        server.projects.add(("team", "searches"))  # where the searches logged their runs (tracking=wandb)
-        env = {"WANDB_BASE_URL": server.url, "WANDB_API_KEY": server.api_key, "WANDB_SILENT": "true"}
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "hpsearch",
-                "compare",
-                *map(str, runs),
-                "--out",
-                str(tmp_path / "out"),
-                "--wandb",
-                "team/searches",
-            ],
-            cwd=tmp_path,
-            env=cli_env(**env),
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        (report,) = server.reports
+    server.projects.add(("team", "searches"))  # where the searches logged their runs (tracking=wandb)
+    env = {"WANDB_BASE_URL": server.url, "WANDB_API_KEY": server.api_key, "WANDB_SILENT": "true"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpsearch",
+            "compare",
+            *map(str, runs),
+            "--out",
+            str(tmp_path / "out"),
+            "--wandb",
+            "team/searches",
+        ],
+        cwd=tmp_path,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (report,) = server.reports
     assert (report["entityName"], report["projectName"], report["displayName"]) == (
         "team",
         "searches",

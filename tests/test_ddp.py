@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from standins.sigopt_server import SigOptStandIn
-from standins.wandb_server import WandbStandIn
-from support import FAILING_MODEL, cli_env, read_trials, wandb_env
+from support import FAILING_MODEL, Served, cli_env, read_trials
 
 TIME_BOX = 180
 
@@ -66,7 +64,7 @@ def assert_ranks_agree(run_dir: Path, expected_trials: int) -> list[dict]:
     return reports
 
 
-def test_plain_search(tmp_path: Path) -> None:
+def test_every_rank_trains_rank_zeros_trials_in_real_ddp(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke", "n_trials=3")
     assert done.returncode == 0, done.stderr[-3000:]
     reports = assert_ranks_agree(tmp_path / "run", 3)
@@ -79,7 +77,7 @@ def test_plain_search(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_pruning(tmp_path: Path) -> None:
+def test_a_trial_pruned_on_rank_zero_stops_on_every_rank(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke_prune")
     assert done.returncode == 0, done.stderr[-3000:]
     states = [row["state"] for row in read_trials(tmp_path / "run")]
@@ -130,30 +128,11 @@ def test_resumed_study_runs_only_the_missing_trials_on_every_rank(tmp_path: Path
     assert_ranks_agree(tmp_path / "second", 2)  # only the two missing trials ran, on both ranks
 
 
-def test_sigopt_via_its_stand_in(tmp_path: Path) -> None:
-    with SigOptStandIn() as server:
-        done = torchrun(
-            tmp_path,
-            "experiment=smoke",
-            "backend=sigopt",
-            "n_trials=3",
-            SIGOPT_API_URL=server.url,
-            SIGOPT_API_TOKEN=server.token,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        (observations,) = server.observations.values()
-    assert len(observations) == 3  # only rank zero talks to SigOpt
-    assert_ranks_agree(tmp_path / "run", 3)
-
-
-def test_wandb_via_its_stand_in(tmp_path: Path) -> None:
-    with WandbStandIn() as server:
-        done = torchrun(
-            tmp_path, "experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=2", **wandb_env(server)
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        (issued,) = server.issued.values()
-        assert len(issued) == 2  # only rank zero runs an agent: two suggestions for two trials
+@pytest.mark.parametrize("served", ["sigopt", "wandb"], indirect=True)
+def test_only_rank_zero_talks_to_the_backend_server(served: Served, tmp_path: Path) -> None:
+    done = torchrun(tmp_path, "experiment=smoke", *served.overrides, "n_trials=2", **served.env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert served.handed_out() == 2  # one trial at a time, from rank zero alone
     assert_ranks_agree(tmp_path / "run", 2)
     assert len([row for row in read_trials(tmp_path / "run") if row["state"] == "COMPLETE"]) == 2
 

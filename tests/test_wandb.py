@@ -226,13 +226,12 @@ def test_offline_mode_checks_no_server_reachability(
 
 
 def test_remembered_sweep_unknown_to_the_server_says_where_it_came_from(
-    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
     state = tmp_path / ".hpsearch" / "wandb-smoke.json"
     state.parent.mkdir(parents=True)
     state.write_text(json.dumps({"sweep_id": "gone123"}))
-    with WandbStandIn() as server:
-        done = cli("experiment=smoke", "backend=wandb", "n_trials=1", **wandb_env(server))
+    done = cli("experiment=smoke", "backend=wandb", "n_trials=1", **wandb_env(wandb_server))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         f"hpsearch: error: backend.sweep_id: 'gone123', remembered for study_name=smoke in {state}, is unknown to "

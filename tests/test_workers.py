@@ -12,9 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from standins.sigopt_server import SigOptStandIn
-from standins.wandb_server import WandbStandIn
-from support import POSTGRES_URL, cli_env, read_trials, requires, wandb_env
+from support import POSTGRES_URL, Served, cli_env, read_trials, requires
 
 from hpsearch.budget import TrialBudget
 from hpsearch.workers import worker_count, worker_environments
@@ -49,7 +47,7 @@ DEVICES = [  # (workers, workers_per_gpu, gpus, cores) -> each worker's CUDA_VIS
 
 
 @pytest.mark.parametrize(("given", "expected"), DEVICES)
-def test_device_assignment(given: tuple, expected: list[tuple]) -> None:
+def test_each_worker_gets_its_gpu_round_robin_and_its_share_of_the_cores(given: tuple, expected: list[tuple]) -> None:
     workers, per_gpu, gpus, cores = given
     environments = worker_environments(worker_count(workers, per_gpu, gpus), gpus, cores)
     assert [(env.get("CUDA_VISIBLE_DEVICES"), env["OMP_NUM_THREADS"]) for env in environments] == expected
@@ -65,42 +63,34 @@ def test_budget_is_shared_and_failed_trials_are_given_back(tmp_path: Path) -> No
     assert budget.claim() and not other.claim()
 
 
-def test_optuna_default_storage(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    done = cli(*TWO_WORKERS, "save_best_model=true")
+@pytest.mark.parametrize("served", ["optuna", "sigopt", "wandb"], indirect=True)
+def test_two_workers_train_exactly_n_trials_of_one_search(
+    served: Served, cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    done = cli(*TWO_WORKERS, *served.overrides, "save_best_model=true", **served.env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_shared_search(tmp_path / "run", 4)
+    assert "4/4" in done.stderr  # one progress display over the whole search
     # Whichever worker trained the best trial saved its model; the other worker's offers did not replace it.
     kept = json.loads((tmp_path / "run" / "best_model" / "hpsearch_best.json").read_text())
     assert kept["values"] == [json.loads((tmp_path / "run" / "best.json").read_text())["objective"]]
-    assert "4/4" in done.stderr  # one progress display over the whole search
-    assert (tmp_path / ".hpsearch" / "smoke.log").is_file()  # optuna's journal file: safe for parallel writers
+    if served.backend == "optuna":
+        assert (tmp_path / ".hpsearch" / "smoke.log").is_file()  # optuna's journal file: safe for parallel writers
+    elif served.backend == "sigopt":
+        (experiment,) = served.server.experiments.values()
+        assert experiment["parallel_bandwidth"] == 2
+        assert served.handed_out() == 4
+    else:
+        assert len(served.server.sweeps) == 1  # the workers are agents of one sweep
+        assert len(set(served.server.agents.values())) == 1 and len(served.server.agents) >= 2
 
 
-@pytest.mark.slow
 @requires(postgres=True)
-def test_optuna_on_postgres(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_two_workers_share_a_postgresql_study(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     done = cli(*TWO_WORKERS, f"storage={POSTGRES_URL}", f"study_name=workers-{os.getpid()}-{time.time_ns()}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_shared_search(tmp_path / "run", 4)
-
-
-def test_sigopt_stand_in(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    with SigOptStandIn() as server:
-        done = cli(*TWO_WORKERS, "backend=sigopt", SIGOPT_API_URL=server.url, SIGOPT_API_TOKEN=server.token)
-        assert done.returncode == 0, done.stderr[-3000:]
-        (experiment,) = server.experiments.values()
-        (observations,) = server.observations.values()
-    assert experiment["parallel_bandwidth"] == 2
-    assert len(observations) == 4
-    assert_shared_search(tmp_path / "run", 4)
-
-
-def test_wandb_stand_in(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    with WandbStandIn() as server:
-        done = cli(*TWO_WORKERS, "backend=wandb", "backend.method=random", **wandb_env(server))
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert len(server.sweeps) == 1  # the workers are agents of one sweep
-        assert len(set(server.agents.values())) == 1 and len(server.agents) >= 2
     assert_shared_search(tmp_path / "run", 4)
 
 
