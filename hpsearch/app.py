@@ -199,7 +199,7 @@ def work_in_pool(plan: Plan) -> None:
         plan.trainer(), plan.job.n_trials, progress, FailureBudget(plan.max_failures), listeners, worker_budget()
     )
     with _long_lived_frozen():
-        plan.orchestrator.search(loop, plan.orchestrator.finished())
+        plan.orchestrator.search(loop, plan.orchestrator.finished_trials())
 
 
 def follow_rank_zero(plan: Plan) -> None:

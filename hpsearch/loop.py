@@ -91,7 +91,7 @@ class TrialLoop:
         self.progress = progress
         self.failures = failures
         self.listeners: list[Listener] = [failures, progress, *listeners]
-        self.finished = 0  # trials of this search counted as finished, the study's earlier ones included
+        self.finished_trials = 0  # of this search, the study's earlier ones included
         self._lost: CollectiveTimeout | None = None  # a DDP rank was lost during the trial being told
 
     @property
@@ -101,7 +101,7 @@ class TrialLoop:
 
     def start(self, finished: int) -> None:
         """Count from, and show progress from, the trials a resumed study already finished."""
-        self.finished = finished
+        self.finished_trials = finished
         self.progress.start(finished)
 
     def record(self, outcome: TrialOutcome) -> None:
@@ -133,14 +133,14 @@ class TrialLoop:
                 self._give_back(source)
             if outcome is None:
                 return
-            self.finished += outcome.state.finished
+            self.finished_trials += outcome.state.finished
 
     def _claim(self, source: TrialSource) -> bool:
         """May another trial start? The source's own budget decides in ``next``; else alone: while fewer than
         ``n_trials`` finished; in a worker: if the budget the workers share has one left."""
         if source.bounds_trials:
             return True
-        return self.budget.claim() if self.budget is not None else self.finished < self.n_trials
+        return self.budget.claim() if self.budget is not None else self.finished_trials < self.n_trials
 
     def _give_back(self, source: TrialSource) -> None:
         """A trial that did not finish (failed) is retried: its claim goes back to the shared budget."""

@@ -178,11 +178,6 @@ class Objectives:
             return dict(latest)
         return dict(kept)
 
-    def compute_objective(self, metrics: Mapping[str, float]) -> float | list[float]:
-        """The ``compute_objective`` callable handed to ``Trainer.hyperparameter_search``."""
-        values = self.values(metrics)
-        return values if self.is_multi else values[0]
-
     def is_better(self, candidate: Sequence[float], incumbent: Sequence[float] | None) -> bool:
         """Single-objective comparison; NaN never wins."""
         if incumbent is None or math.isnan(incumbent[0]):

@@ -20,9 +20,9 @@ class Orchestrator:
     def prepare(self) -> int:
         """Create or join the study, once per search, before any trial; the trials it already finished."""
         self.backend.prepare(self.job)
-        return self.finished()
+        return self.finished_trials()
 
-    def finished(self) -> int:
+    def finished_trials(self) -> int:
         """The study's finished trials, as its store holds them now (a worker joins a prepared study)."""
         return count_finished(self.backend.records(self.job))
 

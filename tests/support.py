@@ -83,17 +83,16 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def run_command(command: Sequence[str], cwd: Path, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """A command as a user runs it: a separate process in ``cwd``, with tests/ importable, its output captured."""
+    return subprocess.run(
+        list(command), cwd=cwd, env=cli_env(**env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def run_cli(args: Sequence[str], cwd: Path, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
     """``python -m hpsearch ARGS`` in ``cwd``, with tests/ importable for helper model_init targets."""
-    return subprocess.run(
-        [sys.executable, "-m", "hpsearch", f"hydra.run.dir={cwd / 'run'}", *args],
-        cwd=cwd,
-        env=cli_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_command([sys.executable, "-m", "hpsearch", f"hydra.run.dir={cwd / 'run'}", *args], cwd, timeout, **env)
 
 
 def wandb_env(server: WandbStandIn) -> dict[str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import cli_env
+from support import cli_env, run_command
 
 SMOKE = ["experiment=smoke"]
 
@@ -221,7 +221,7 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
     assert 2 <= finished_before < 6, "the first run must be killed mid-search"
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
-    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180, check=False)
+    second = run_command(args, tmp_path, timeout=180)
     assert second.returncode == 0, second.stderr
     rows = (tmp_path / "second" / "trials.csv").read_text().splitlines()[1:]
     states = [row.split(",")[1] for row in rows]
@@ -261,22 +261,14 @@ def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
     assert 1 <= finished < 5
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
-    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180, check=False)
+    second = run_command(args, tmp_path, timeout=180)
     assert second.returncode == 0, second.stderr
     assert _finished(db) == 5
 
 
 def test_console_script(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "hpsearch"
-    done = subprocess.run(
-        [str(script), "backend=nope"],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_command([str(script), "backend=nope"], tmp_path, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("hpsearch: error: backend: unknown backend 'nope'")
 
@@ -319,15 +311,7 @@ def test_saved_config_is_the_resolved_config(
 
 
 def test_help_names_the_app_and_shows_usage(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "hpsearch", "--help"],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_command([sys.executable, "-m", "hpsearch", "--help"], tmp_path, timeout=60)
     assert done.returncode == 0
     assert "__main__ is powered by Hydra" not in done.stdout
     assert done.stdout.startswith("hpsearch: hyperparameter search for Hugging Face transformers")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import POSTGRES_URL, cli_env, read_trials, requires
+from support import POSTGRES_URL, cli_env, read_trials, requires, run_command
 
 pytestmark = requires(postgres=True)
 SHARED = ["experiment=smoke", "data.train_size=128", "data.eval_size=64"]
@@ -151,9 +151,7 @@ def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
         study = f"proxy-{uuid.uuid4().hex[:8]}"
         run_dir = tmp_path / "run"
         args = command(study, run_dir, "workers=2", "n_trials=4", storage=f"grpc://127.0.0.1:{port}")
-        done = subprocess.run(
-            args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300, check=False
-        )
+        done = run_command(args, tmp_path, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     finally:
         proxy.terminate()
@@ -167,7 +165,7 @@ def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
 @requires("hydra_plugins.hydra_submitit_launcher")
 def test_submitit_local_job_array_shares_one_study(tmp_path: Path) -> None:
     study = f"array-{uuid.uuid4().hex[:8]}"
-    done = subprocess.run(
+    done = run_command(
         [
             sys.executable,
             "-m",
@@ -181,12 +179,8 @@ def test_submitit_local_job_array_shares_one_study(tmp_path: Path) -> None:
             "array_task=0,1",
             f"hydra.sweep.dir={tmp_path / 'multirun'}",
         ],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
+        tmp_path,
         timeout=400,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_complete_study(study, 4)

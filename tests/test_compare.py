@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from standins.wandb_server import WandbStandIn
-from support import cli_env, read_trials, requires
+from support import read_trials, requires, run_command
 
 from hpsearch.compare import importance, read_run_dir
 
@@ -21,15 +21,7 @@ SMOKE_LOSS = ["experiment=smoke", "objective=loss", "n_trials=4"]  # eval_loss v
 
 
 def compare(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hpsearch", "compare", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_command([sys.executable, "-m", "hpsearch", "compare", *args], cwd, timeout=180)
 
 
 def search(cli: CLI, tmp_path: Path, name: str, *overrides: str) -> Path:
@@ -111,7 +103,7 @@ def test_compare_bad_inputs_are_one_line(cli: CLI, tmp_path: Path) -> None:
     "sweep", [["backend=optuna,ray"], ["backend.sampler=tpe,random"]], ids=["backends", "samplers"]
 )
 def test_multirun_searches_are_compared_in_one_command(tmp_path: Path, sweep: list[str]) -> None:
-    done = subprocess.run(
+    done = run_command(
         [
             sys.executable,
             "-m",
@@ -123,12 +115,8 @@ def test_multirun_searches_are_compared_in_one_command(tmp_path: Path, sweep: li
             "progress=false",
             f"hydra.sweep.dir={tmp_path / 'multirun'}",
         ],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
+        tmp_path,
         timeout=400,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = [tmp_path / "multirun" / str(index) for index in (0, 1)]
@@ -164,7 +152,7 @@ def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path, wandb_se
     ]
     server.projects.add(("team", "searches"))  # where the searches logged their runs (tracking=wandb)
     env = {"WANDB_BASE_URL": server.url, "WANDB_API_KEY": server.api_key, "WANDB_SILENT": "true"}
-    done = subprocess.run(
+    done = run_command(
         [
             sys.executable,
             "-m",
@@ -176,12 +164,9 @@ def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path, wandb_se
             "--wandb",
             "team/searches",
         ],
-        cwd=tmp_path,
-        env=cli_env(**env),
-        capture_output=True,
-        text=True,
+        tmp_path,
         timeout=180,
-        check=False,
+        **env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (report,) = server.reports

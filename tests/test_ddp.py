@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import FAILING_MODEL, Served, cli_env, read_trials
+from support import FAILING_MODEL, Served, read_trials, run_command
 
 TIME_BOX = 180
 
@@ -34,15 +34,7 @@ def torchrun(
     scratch = tmp_path / "tmp"  # the ranks' temp folder, to check that they leave nothing there
     scratch.mkdir(exist_ok=True)
     loopback = {"GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(scratch)}  # keep gloo's traffic on 127.0.0.1
-    done = subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=cli_env(**loopback, **env),
-        capture_output=True,
-        text=True,
-        timeout=TIME_BOX,
-        check=False,
-    )
+    done = run_command(command, tmp_path, timeout=TIME_BOX, **loopback, **env)
     assert not list(scratch.glob("hpsearch-rank*")), "a follower rank left its scratch run directory behind"
     return done
 

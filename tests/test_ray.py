@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from ray import tune
-from support import read_trials
+from support import read_trials, run_command
 
 from hpsearch.backends.ray import domain
 from hpsearch.space import parse_param
 
+RAY_SMOKE = [sys.executable, "-m", "hpsearch", "experiment=smoke", "backend=ray"]
 TO_RAY = [
     ({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, tune.loguniform(1e-5, 1e-3)),
     ({"type": "float", "low": 0.0, "high": 0.5}, tune.uniform(0.0, 0.5)),
@@ -182,11 +183,7 @@ def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path
     from support import cli_env
 
     args = [
-        sys.executable,
-        "-m",
-        "hpsearch",
-        "experiment=smoke",
-        "backend=ray",
+        *RAY_SMOKE,
         "n_trials=4",
         "data.train_size=400",
         "training.num_train_epochs=8",
@@ -207,7 +204,7 @@ def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path
     assert 2 <= len(done_before) < 4, "the first run must be killed mid-search"
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
-    second = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240, check=False)
+    second = run_command(args, tmp_path, timeout=240)
     assert second.returncode == 0, second.stderr[-3000:]
     rows = read_trials(tmp_path / "second")
     assert [row["state"] for row in rows] == ["COMPLETE"] * 4
@@ -228,11 +225,7 @@ def test_local_runtime_keeps_its_files_private_and_needs_a_token_beyond_loopback
 
     scratch = Path(tempfile.mkdtemp(prefix="hps", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     args = [
-        sys.executable,
-        "-m",
-        "hpsearch",
-        "experiment=smoke",
-        "backend=ray",
+        *RAY_SMOKE,
         "n_trials=3",
         "data.train_size=400",
         "training.num_train_epochs=3",

@@ -12,12 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import POSTGRES_URL, Served, cli_env, read_trials, requires
+from support import POSTGRES_URL, Served, cli_env, read_trials, requires, run_command
 
 from hpsearch.budget import TrialBudget
 from hpsearch.workers import worker_count, worker_environments
 
 TWO_WORKERS = ["experiment=smoke", "workers=2", "n_trials=4"]
+# two workers on trials long enough (seconds each) to kill one mid-trial
+KILLABLE = [
+    sys.executable,
+    "-m",
+    "hpsearch",
+    "experiment=smoke",
+    "workers=2",
+    "data.train_size=400",
+    "training.num_train_epochs=3",
+]
 
 
 def worker_lines(run_dir: Path) -> list[dict]:
@@ -104,18 +114,7 @@ def _study(tmp_path: Path, name: str):
 
 @pytest.mark.slow
 def test_killed_worker_does_not_stop_the_other_and_its_trial_is_failed(tmp_path: Path) -> None:
-    args = [
-        sys.executable,
-        "-m",
-        "hpsearch",
-        "experiment=smoke",
-        "workers=2",
-        "n_trials=6",
-        "study_name=kill",
-        "data.train_size=400",
-        "training.num_train_epochs=3",
-        f"hydra.run.dir={tmp_path / 'first'}",
-    ]
+    args = [*KILLABLE, "n_trials=6", "study_name=kill", f"hydra.run.dir={tmp_path / 'first'}"]
     launcher = subprocess.Popen(
         args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -142,7 +141,7 @@ def test_killed_worker_does_not_stop_the_other_and_its_trial_is_failed(tmp_path:
     assert str(victim) in stderr  # the launcher says which worker died
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
-    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240, check=False)
+    again = run_command(args, tmp_path, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [row["state"] for row in read_trials(tmp_path / "second")].count("COMPLETE") == 6
 
@@ -197,15 +196,7 @@ def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
         "workers=2",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
-    done = subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=cli_env(GLOO_SOCKET_IFNAME="lo"),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run_command(command, tmp_path, timeout=180, GLOO_SOCKET_IFNAME="lo")
     assert done.returncode != 0
     assert "workers=2: torchrun already runs one process per device" in done.stderr
 
@@ -214,18 +205,7 @@ def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
 def test_rerun_after_killing_the_whole_command_retrains_its_orphaned_trials(tmp_path: Path) -> None:
     """kill -9 of the launcher and its workers leaves RUNNING trials in the journal file, which has no heartbeat:
     the rerun fails those of dead processes on this machine and trains the search to n_trials, without waiting."""
-    args = [
-        sys.executable,
-        "-m",
-        "hpsearch",
-        "experiment=smoke",
-        "workers=2",
-        "n_trials=4",
-        "study_name=orphans",
-        "data.train_size=400",
-        "training.num_train_epochs=3",
-        f"hydra.run.dir={tmp_path / 'first'}",
-    ]
+    args = [*KILLABLE, "n_trials=4", "study_name=orphans", f"hydra.run.dir={tmp_path / 'first'}"]
     launcher = subprocess.Popen(
         args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -245,7 +225,7 @@ def test_rerun_after_killing_the_whole_command_retrains_its_orphaned_trials(tmp_
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
     started = time.monotonic()
-    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=240, check=False)
+    again = run_command(args, tmp_path, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     states = [t.state.name for t in _study(tmp_path, "orphans").trials]
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states
