@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from omegaconf import DictConfig
 
 from hpsearch.config import check_composes, check_group_choices, config_dir, redact_hydra_dir, redact_text
 from hpsearch.errors import EXIT_INTERRUPTED, HPSearchError
+from hpsearch.interrupt import handle_interrupts
 
 
 def _fail(message: str, code: int) -> None:
@@ -30,7 +30,7 @@ def _task(cfg: DictConfig) -> None:
         shutil.rmtree(cfg.run_dir, ignore_errors=True)  # Hydra's scratch run directory: nothing goes there
     redact_hydra_dir(Path(cfg.run_dir) / ".hydra")
     cfg.study_name = multirun_study_name(cfg)
-    signal.signal(signal.SIGINT, _interrupt)
+    handle_interrupts()
     try:
         run(cfg)
     except HPSearchError as error:
@@ -51,13 +51,6 @@ def multirun_study_name(cfg: DictConfig) -> str:
     ):
         return str(cfg.study_name)
     return f"{cfg.study_name}-{hydra_cfg.job.override_dirname}".replace("/", "_")
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    from hpsearch.interrupt import INTERRUPTED
-
-    INTERRUPTED.set()
-    raise KeyboardInterrupt
 
 
 def _is_follower() -> bool:

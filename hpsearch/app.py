@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.backends import backend_settings, get_backend
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
-from hpsearch.budget import TrialBudget, worker_budget
+from hpsearch.budget import BUDGET_ENV, TrialBudget, worker_budget
 from hpsearch.build import build_trainer
 from hpsearch.config import plain, save_resolved
 from hpsearch.distributed import Coordinator, Decision, Message, RankReport, rank, world_size
-from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, SearchAborted
+from hpsearch.errors import EXIT_INTERRUPTED, CollectiveTimeout, ConfigError, HPSearchError, SearchAborted
+from hpsearch.interrupt import handle_interrupts
 from hpsearch.loop import FailureBudget, TrialLoop
 from hpsearch.objective import Objectives
 from hpsearch.orchestrator import Orchestrator
@@ -35,12 +37,12 @@ from hpsearch.space import SearchSpace
 from hpsearch.tracking import get_tracker
 from hpsearch.trials import SearchResult, TrialOutcome
 from hpsearch.workers import (
-    WORKER_ENV,
     Supervision,
     WorkerReport,
     run_workers,
     visible_gpus,
     worker_count,
+    worker_error_file,
     worker_index,
 )
 
@@ -71,6 +73,7 @@ class Plan:
     job: SearchJob[Any]
     training: dict[str, Any]
     max_failures: int
+    max_worker_restarts: int
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Plan:
@@ -89,6 +92,9 @@ class Plan:
                 "save_best_model: a Pareto search has no single best trial; to keep a front trial's model, write its "
                 "hyperparameters from pareto.json to a YAML file and train it with rerun=FILE save_best_model=true"
             )
+        from hpsearch.training import check_training  # transformers' TrainingArguments: imported on first use
+
+        check_training(training, space)  # before anything loads or the study is created
         if objectives.select == "best":
             require_in_training_eval("objective.select=best", training, "taking the best evaluation")
         run_dir = Path(cfg.run_dir)
@@ -105,7 +111,9 @@ class Plan:
             settings=settings,
             workers=_workers(cfg),
         )
-        return cls(cfg, backend, job, training, _integer(cfg, "max_failures", 0))
+        return cls(
+            cfg, backend, job, training, _integer(cfg, "max_failures", 0), _integer(cfg, "max_worker_restarts", 0)
+        )
 
     @property
     def orchestrator(self) -> Orchestrator:
@@ -180,10 +188,11 @@ def launch_workers(plan: Plan) -> SearchResult:
         abandon=lambda pid: backend.abandon(job, pid),
         stopped=lambda: failures.exceeded,
     )
-    budget = TrialBudget.create(job.run_dir / "budget.json", max(0, job.n_trials - finished))
     progress.start(finished)
     try:
-        run_workers(_start_worker, plain(plan.cfg), job.workers, budget, supervision)
+        with tempfile.TemporaryDirectory(prefix="hpsearch-budget-") as folder:  # the workers' claims, nothing kept
+            budget = TrialBudget.create(Path(folder) / "budget.json", max(0, job.n_trials - finished))
+            run_workers(_start_worker, plain(plan.cfg), job.workers, budget, supervision, plan.max_worker_restarts)
     finally:
         progress.close()
         result = orchestrator.write_results()
@@ -215,11 +224,15 @@ def follow_rank_zero(plan: Plan) -> None:
 def _start_worker(config: dict[str, Any], environment: dict[str, str]) -> None:
     """The target of each worker process: the same search, as a worker."""
     os.environ.update(environment)
+    handle_interrupts()  # the launcher stops its workers with SIGTERM: each fails its running trial first
     try:
         run(OmegaConf.create(config))
-    except HPSearchError as error:
-        print(f"hpsearch: worker {environment[WORKER_ENV]}: error: {error}", file=sys.stderr)
+    except HPSearchError as error:  # the launcher reports it, once, and ends the search with its exit code
+        report = {"message": str(error), "exit_code": error.exit_code}
+        worker_error_file(Path(environment[BUDGET_ENV]), os.getpid()).write_text(json.dumps(report))
         sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _integer(cfg: DictConfig, key: str, minimum: int) -> int:

@@ -73,9 +73,8 @@ def build_trainer(
     from hpsearch.best_model import BestModelKeeper
     from hpsearch.model import ModelInit
     from hpsearch.trainer import SearchTrainer, check_space_routing
-    from hpsearch.training import check_training, training_arguments
+    from hpsearch.training import training_arguments
 
-    check_training(training, space.names)
     args = training_arguments(training, run_dir, seed)
     target = instantiate_key(cfg.model.model_init, "model.model_init", _partial_=True)
     probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": None})

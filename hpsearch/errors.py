@@ -11,7 +11,7 @@ code  meaning
 3     a backend or storage is unavailable (a server or database cannot be reached)
 4     too many failed trials (more than ``max_failures``)
 5     a DDP rank was lost (a crash or hang on another rank; see ``training.ddp_timeout``)
-130   interrupted (Ctrl-C or SIGTERM); the study is saved
+130   interrupted (Ctrl-C or SIGTERM): the running trial is failed, the results written, the study saved
 ====  ==============================================================================
 """
 
@@ -70,6 +70,14 @@ class CollectiveTimeout(HPSearchError, TimeoutError):
     """A DDP rank did not reach a collective in time: another rank crashed or hangs."""
 
     exit_code = EXIT_RANK_LOST
+
+
+class WorkerError(HPSearchError, RuntimeError):
+    """A worker process of ``workers=N`` stopped on an hpsearch error of its own; the launcher ends with it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class TrialFailed(HPSearchError, RuntimeError):

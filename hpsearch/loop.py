@@ -127,13 +127,14 @@ class TrialLoop:
         self.trainer.reporter = source.report
         while not self.stopped and self._claim(source):
             outcome = source.next(self.train)
+            finished = outcome is not None and outcome.state.finished
+            if self.budget is not None and not source.bounds_trials:
+                self.budget.settle(finished)  # a trial that did not finish (failed) is retried: its claim goes back
             if self._lost is not None:
                 raise self._lost
-            if outcome is None or not outcome.state.finished:
-                self._give_back(source)
             if outcome is None:
                 return
-            self.finished_trials += outcome.state.finished
+            self.finished_trials += finished
 
     def _claim(self, source: TrialSource) -> bool:
         """May another trial start? The source's own budget decides in ``next``; else alone: while fewer than
@@ -141,8 +142,3 @@ class TrialLoop:
         if source.bounds_trials:
             return True
         return self.budget.claim() if self.budget is not None else self.finished_trials < self.n_trials
-
-    def _give_back(self, source: TrialSource) -> None:
-        """A trial that did not finish (failed) is retried: its claim goes back to the shared budget."""
-        if self.budget is not None and not source.bounds_trials:
-            self.budget.give_back()

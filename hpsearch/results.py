@@ -35,6 +35,7 @@ def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: lis
         *metric_names,
         "duration_s",
         "finished_at",
+        "error",
     ]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -50,6 +51,7 @@ def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: lis
                     *(trial.metrics.get(name) for name in metric_names),
                     None if trial.duration_s is None else round(trial.duration_s, 3),
                     None if trial.finished_at is None else round(trial.finished_at, 3),
+                    trial.error,
                 ]
             )
 

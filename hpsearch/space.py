@@ -72,6 +72,10 @@ class FloatParam:
         assert self.step is not None
         return [self.low + k * self.step for k in range(round((self.high - self.low) / self.step) + 1)]
 
+    def extremes(self) -> tuple[Any, ...]:
+        """The values at the ends of the parameter's range (every value, where there are only a few)."""
+        return (self.low, self.high)
+
     def cast(self, value: Any) -> float:
         return float(value)
 
@@ -119,6 +123,9 @@ class IntParam:
         """The stepped values low, low + step, ..., high."""
         return list(range(self.low, self.high + 1, self.step))
 
+    def extremes(self) -> tuple[Any, ...]:
+        return (self.low, self.high)
+
     def cast(self, value: Any) -> int:
         number = float(value)
         if number != round(number):
@@ -150,6 +157,9 @@ class CategoricalParam:
         if len({str(c) for c in self.choices}) != len(self.choices):
             raise _fail(self.name, f"choices must differ as strings too (choices={list(self.choices)})")
 
+    def extremes(self) -> tuple[Any, ...]:
+        return self.choices
+
     def cast(self, value: Any) -> ChoiceValue:
         """Map a backend's value back to the declared choice; backends that speak strings need this."""
         for choice in self.choices:
@@ -168,6 +178,9 @@ class CategoricalParam:
 class FixedParam:
     name: str
     value: Any
+
+    def extremes(self) -> tuple[Any, ...]:
+        return (self.value,)
 
     def cast(self, value: Any) -> Any:
         return self.value

@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 
 from hpsearch.errors import ConfigError, first_line
 from hpsearch.settings import admits, type_name
+from hpsearch.space import SearchSpace
 
 TRAINING_ARGUMENT_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainingArguments))
 log = logging.getLogger(__name__)
@@ -28,8 +29,29 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainingArguments)
 
 
-def check_training(training: Mapping[str, Any], space_names: list[str]) -> None:
-    """Every key a ``TrainingArguments`` field, every value of its type; say which ones the space overrides."""
+# Fields whose values beyond these bounds can never train: (bound, whether the bound itself is allowed).
+LOWEST = {
+    "per_device_train_batch_size": (1, True),
+    "per_device_eval_batch_size": (1, True),
+    "gradient_accumulation_steps": (1, True),
+    "num_train_epochs": (0, False),
+    "learning_rate": (0, True),
+}
+
+
+def _trainable(name: str, value: Any) -> bool:
+    bound, inclusive = LOWEST[name]
+    return not isinstance(value, (int, float)) or (value >= bound if inclusive else value > bound)
+
+
+def _bound_text(name: str) -> str:
+    bound, inclusive = LOWEST[name]
+    return f"{'>=' if inclusive else '>'} {bound}"
+
+
+def check_training(training: Mapping[str, Any], space: SearchSpace) -> None:
+    """Every key a ``TrainingArguments`` field, every value of its type and one that can train, also where the
+    space sets it (its every value, even when the space overrides ``training``); say which ones it overrides."""
     types_by_name = _field_types()
     for key, value in training.items():
         if key not in TRAINING_ARGUMENT_FIELDS:
@@ -38,6 +60,17 @@ def check_training(training: Mapping[str, Any], space_names: list[str]) -> None:
             raise ConfigError(
                 f"training.{key}: {value!r} is not a valid {type_name(types_by_name[key])}; fix the value"
             )
+        if key in LOWEST and not _trainable(key, value):
+            raise ConfigError(f"training.{key}: must be {_bound_text(key)} (got {value!r}); nothing can train with it")
+    for param in space:
+        if param.name in LOWEST:
+            for value in param.extremes():
+                if not _trainable(param.name, value):
+                    raise ConfigError(
+                        f"space.{param.name}: {value!r} can never train ({param.name} must be {_bound_text(param.name)}); "
+                        "change the space"
+                    )
+    space_names = space.names
     overridden = [name for name in space_names if name in training]
     if overridden:
         log.info(

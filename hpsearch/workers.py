@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.budget import BUDGET_ENV, TrialBudget
+from hpsearch.errors import WorkerError
 from hpsearch.trials import TrialOutcome, TrialRecord, TrialState
 
 WORKER_ENV = "HPSEARCH_WORKER"  # set in a worker: its index
@@ -111,67 +112,110 @@ class Supervision:
 
 
 def run_workers(
-    target: Target, config: Mapping[str, Any], workers: int, budget: TrialBudget, supervision: Supervision
+    target: Target,
+    config: Mapping[str, Any],
+    workers: int,
+    budget: TrialBudget,
+    supervision: Supervision,
+    max_restarts: int,
 ) -> None:
-    """Start ``workers`` processes on ``target`` and supervise them until all have exited."""
+    """Start ``workers`` processes on ``target`` and supervise them until all have exited.
+
+    A worker that dies (killed, or crashed) has its trial failed and its claim given back, and a new worker takes
+    its place on the same devices, up to ``max_restarts`` times in all. A worker that stops on an hpsearch error
+    of its own (a config or data error, at start-up) is not restarted: the others are stopped, and its error
+    (``WorkerError``, with its exit code and one line) ends the search.
+    """
     environments = worker_environments(workers, visible_gpus(), os.cpu_count() or 1)
-    processes = launch(target, config, environments, budget)
-    supervisor = _Supervisor(processes, budget, supervision)
+    supervisor = _Supervisor(target, config, budget, supervision, max_restarts)
     try:
-        while any(process.is_alive() for process in processes):
+        for environment in environments:
+            supervisor.start(environment)
+        while supervisor.alive():
             supervisor.tick()
             time.sleep(POLL_S)
         supervisor.tick()
     finally:
-        for process in processes:  # Ctrl-C or too many failures: stop the workers too
-            if process.is_alive():
-                process.terminate()
-                process.join()
+        supervisor.stop()
+    if supervisor.error is not None:
+        raise supervisor.error
+
+
+def worker_error_file(budget_path: Path, pid: int) -> Path:
+    """Where worker ``pid`` leaves the hpsearch error it stopped on, for the launcher to report."""
+    return budget_path.parent / f"error-{pid}.json"
 
 
 class _Supervisor:
     """The launching process's view of the workers: trials read back from the backend's store; a worker that
-    died has its trial failed and its claim given back to the others."""
+    died has its trial failed, its claim given back, and a successor; a worker's own error ends the search."""
 
-    def __init__(self, processes: Sequence[Any], budget: TrialBudget, supervision: Supervision) -> None:
-        self.processes = processes
-        self.budget = budget
-        self.supervision = supervision
+    def __init__(
+        self,
+        target: Target,
+        config: Mapping[str, Any],
+        budget: TrialBudget,
+        supervision: Supervision,
+        max_restarts: int,
+    ) -> None:
+        import multiprocessing
+
+        self.context = multiprocessing.get_context("spawn")  # a fresh interpreter: CUDA and threads set first
+        self.target, self.config, self.budget, self.supervision = target, dict(config), budget, supervision
+        self.restarts_left = max_restarts
+        self.processes: list[tuple[Any, dict[str, str]]] = []  # (process, its environment)
+        self.handled: set[int] = set()
+        self.stopping = False  # the launcher itself is ending the workers: their exits are no deaths
+        self.error: WorkerError | None = None
         self.seen: set[int] = {
             record.number for record in supervision.read_records() if record.state is not TrialState.RUNNING
         }
-        self.dead: set[int] = set()
+
+    def start(self, environment: dict[str, str]) -> None:
+        process = self.context.Process(
+            target=self.target, args=(self.config, {**environment, BUDGET_ENV: str(self.budget.path)})
+        )
+        process.start()
+        self.processes.append((process, environment))
+
+    def alive(self) -> bool:
+        return any(process.is_alive() for process, _ in self.processes)
 
     def tick(self) -> None:
-        for process in self.processes:
-            if process.exitcode not in (None, 0) and process.pid not in self.dead:
-                self.dead.add(process.pid)
-                print(
-                    f"hpsearch: worker process {process.pid} died (exit code {process.exitcode}); "
-                    "its trial is failed, the other workers go on",
-                    file=sys.stderr,
-                )
-                self.supervision.abandon(process.pid)
-                self.budget.give_back()
+        for process, environment in list(self.processes):
+            if process.exitcode not in (None, 0) and process.pid not in self.handled and not self.stopping:
+                self.handled.add(process.pid)
+                self._ended(process, environment)
         for record in self.supervision.read_records():
             if record.state is not TrialState.RUNNING and record.number not in self.seen:
                 self.seen.add(record.number)
                 self.supervision.record(record)
         if self.supervision.stopped():
-            for process in self.processes:
+            self.stop()
+
+    def _ended(self, process: Any, environment: dict[str, str]) -> None:
+        """Worker ``process`` exited non-zero: its own error ends the search; a death gets a successor."""
+        error_file = worker_error_file(self.budget.path, process.pid)
+        if error_file.is_file():
+            reported = json.loads(error_file.read_text())
+            self.error = WorkerError(reported["message"], reported["exit_code"])
+            self.stop()
+            return
+        self.supervision.abandon(process.pid)
+        self.budget.reclaim(process.pid)
+        died = f"hpsearch: worker {environment[WORKER_ENV]} (process {process.pid}) died (exit code {process.exitcode})"
+        if self.restarts_left > 0:
+            self.restarts_left -= 1
+            self.start(environment)
+            print(f"{died}; its trial is failed and retried, and a new worker takes its place", file=sys.stderr)
+        else:
+            print(f"{died}; its trial is failed, and no restart is left (max_worker_restarts)", file=sys.stderr)
+
+    def stop(self) -> None:
+        """Stop every worker still running (Ctrl-C, SIGTERM, too many failures, a worker's error)."""
+        self.stopping = True
+        for process, _ in self.processes:
+            if process.is_alive():
                 process.terminate()
-
-
-def launch(
-    target: Target, config: Mapping[str, Any], environments: Sequence[Mapping[str, str]], budget: TrialBudget
-) -> list[Any]:
-    """Start one worker process per environment, each calling ``target(config, environment)``."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: CUDA and threads set before import
-    processes = []
-    for environment in environments:
-        process = context.Process(target=target, args=(dict(config), {**environment, BUDGET_ENV: str(budget.path)}))
-        process.start()
-        processes.append(process)
-    return processes
+                process.join()
+                self.supervision.abandon(process.pid)  # where a worker could not fail its trial itself

@@ -15,6 +15,7 @@ import pytest
 from support import cli_env, run_command
 
 SMOKE = ["experiment=smoke"]
+HPSEARCH_SMOKE = [sys.executable, "-m", "hpsearch", *SMOKE]
 
 
 def test_smoke_search_from_another_directory(
@@ -50,6 +51,10 @@ def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.Completed
 
 
 BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
+    (["training.per_device_train_batch_size=0"], "training.per_device_train_batch_size: must be >= 1 (got 0)"),
+    (["training.per_device_eval_batch_size=0"], "training.per_device_eval_batch_size: must be >= 1 (got 0)"),
+    (["training.num_train_epochs=-1"], "training.num_train_epochs: must be > 0 (got -1)"),
+    (["space.per_device_train_batch_size.choices=[0,16]"], "space.per_device_train_batch_size: 0 can never train"),
     (["+backend.samplr=tpe"], "backend.samplr: not a setting of backend; did you mean 'sampler'?"),
     (["backend.wait_s=fast"], "backend.wait_s: must be a number >= 0 (got 'fast')"),
     (["backend=nope"], "backend: unknown backend 'nope'; choose one of"),
@@ -182,8 +187,9 @@ def test_missing_optional_package_gives_install_hint(
     assert done.stderr.strip() == f"hpsearch: error: {message}"
 
 
-def _finished(journal: Path) -> int:
-    """Finished trials in a study's default storage, optuna's journal file, read with optuna itself."""
+def _finished(journal: Path, states: tuple[str, ...] = ("COMPLETE", "PRUNED")) -> int:
+    """Finished trials (or those in ``states``) in a study's default storage, optuna's journal file, read with
+    optuna itself."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -194,7 +200,7 @@ def _finished(journal: Path) -> int:
         study = optuna.load_study(study_name=journal.stem, storage=JournalStorage(JournalFileBackend(str(journal))))
     except KeyError:
         return 0
-    return sum(trial.state.name in ("COMPLETE", "PRUNED") for trial in study.trials)
+    return sum(trial.state.name in states for trial in study.trials)
 
 
 @pytest.mark.slow
@@ -232,7 +238,42 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
+def test_a_trial_killed_in_a_single_process_search_is_failed_when_workers_resume_the_study(tmp_path: Path) -> None:
+    """kill -9 mid-trial of a one-process search, then ``workers=2`` on the same study with a larger n_trials: the
+    killed trial's process is gone, so its trial is failed at once and the search reaches n_trials."""
+    first_args = [
+        *HPSEARCH_SMOKE,
+        "n_trials=2",
+        "study_name=orphan",
+        "data.train_size=400",
+        "training.num_train_epochs=3",
+        f"hydra.run.dir={tmp_path / 'first'}",
+    ]
+    db = tmp_path / ".hpsearch" / "orphan.log"
+    first = subprocess.Popen(
+        first_args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while _finished(db, states=("RUNNING",)) < 1 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.kill()
+    first.wait()
+    assert _finished(db, states=("RUNNING",)) == 1, "the first run must be killed mid-trial"
+    second = run_command(
+        [*HPSEARCH_SMOKE, "n_trials=3", "workers=2", "study_name=orphan", f"hydra.run.dir={tmp_path / 'second'}"],
+        tmp_path,
+        timeout=240,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert _finished(db) == 3
+    assert _finished(db, states=("RUNNING", "WAITING")) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_fails_the_running_trial_writes_results_and_leaves_the_study_resumable(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     args = [
         sys.executable,
         "-m",
@@ -252,13 +293,14 @@ def test_ctrl_c_leaves_the_study_resumable(tmp_path: Path) -> None:
     while _finished(db) < 1 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
     assert first.poll() is None, "the search ended before it could be interrupted"
-    first.send_signal(signal.SIGINT)
+    first.send_signal(signum)
     _, stderr = first.communicate(timeout=60)
     assert first.returncode == 130
     assert "hpsearch: error: interrupted; the study is saved, rerun the same command to resume it" in stderr
     assert (tmp_path / "first" / "trials.csv").is_file()  # results so far are written on the way out
     finished = _finished(db)
     assert 1 <= finished < 5
+    assert _finished(db, states=("RUNNING", "WAITING")) == 0  # the trial it was training is failed, not left
 
     args[-1] = f"hydra.run.dir={tmp_path / 'second'}"
     second = run_command(args, tmp_path, timeout=180)

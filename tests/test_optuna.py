@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from hpsearch.backends.base import SearchJob
+from hpsearch.backends.optuna import OptunaSettings
+from hpsearch.backends.optuna.source import StudySource, process_identity
 from hpsearch.backends.optuna.space import distribution, suggest
+from hpsearch.objective import Objectives
 from hpsearch.space import SearchSpace, parse_param
 
 TO_OPTUNA = [
@@ -56,3 +62,57 @@ def test_suggest_returns_typed_values_including_fixed() -> None:
     assert isinstance(values["lr"], float) and isinstance(values["layers"], int)
     assert values["bs"] in (16, 32) and values["seed"] == 7
     assert set(trial.params) == {"lr", "layers", "bs"}
+
+
+def _study_with_a_running_trial(tmp_path: Path, **attrs: object) -> tuple[StudySource, int]:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.log"))))
+    trial = study.ask()
+    for name, value in attrs.items():
+        trial.set_user_attr(name, value)
+    settings = OptunaSettings(
+        sampler="random",
+        sampler_kwargs={},
+        pruner="none",
+        pruner_kwargs={},
+        heartbeat_interval_s=None,
+        grace_period_s=1,
+        max_retry=0,
+        wait_s=0,
+    )
+    space = SearchSpace.from_config({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    objectives = Objectives.from_config({"objectives": [{"metric": "eval_loss", "direction": "minimize"}]})
+    job = SearchJob(
+        space=space,
+        objectives=objectives,
+        n_trials=2,
+        seed=0,
+        study_name="s",
+        storage=None,
+        state_dir=tmp_path,
+        run_dir=tmp_path,
+        settings=settings,
+    )
+    return StudySource(study, job), trial.number
+
+
+@pytest.mark.parametrize(("namespace", "state"), [("same", "FAIL"), ("another", "RUNNING")])
+def test_a_dead_processs_trial_is_failed_only_within_its_own_pid_namespace(
+    tmp_path: Path, namespace: str, state: str
+) -> None:
+    """Containers may share a host name but not their pids: a pid that is gone here says nothing of another
+    container's process, so only a trial of this machine and pid namespace counts as orphaned."""
+    here = process_identity()
+    gone = 2**22 + 17  # above the kernel's pid limit: no such process
+    source, number = _study_with_a_running_trial(
+        tmp_path,
+        **{
+            **here,
+            "worker_pid": gone,
+            "worker_pid_namespace": here["worker_pid_namespace"] if namespace == "same" else "pid:[1]",
+        },
+    )
+    source._fail_orphans()
+    assert source.study.trials[number].state.name == state

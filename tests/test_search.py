@@ -173,3 +173,12 @@ def test_objective_from_the_last_or_the_best_evaluation(
             min(t.intermediate_values.values()) != t.intermediate_values[max(t.intermediate_values)]
             for t in optuna.load_study(study_name="select", storage=storage).trials
         )
+
+
+def test_failed_trials_are_replaced_until_n_trials_finished(make_config: Callable[..., DictConfig]) -> None:
+    """One process, optuna: a failed trial does not count towards n_trials, so another one runs in its place."""
+    random_failures = [override for override in FAILING_MODEL if override != "backend.sampler=grid"]
+    cfg = make_config("experiment=smoke", "n_trials=3", "max_failures=10", "backend.sampler=random", *random_failures)
+    states = [trial.state.value for trial in run(cfg).trials]
+    assert states.count("COMPLETE") == 3 and "FAIL" in states, states
+    assert [row["state"] for row in read_trials(Path(cfg.run_dir))] == states

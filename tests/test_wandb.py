@@ -82,7 +82,7 @@ def test_sweep_runs_one_wandb_run_per_trial_and_reads_results_back(
         assert (run.group, run.job_type, run.sweep_id) == ("smoke", "trial", sweep_name)
         assert set(run.config) == {"learning_rate", "per_device_train_batch_size", "hidden_dropout_prob"}
         assert run.config["learning_rate"] == float(row["learning_rate"])
-        assert run.summary["eval_accuracy"] == {"max": float(row["objective"])}  # define_metric summary
+        assert run.summary["eval_accuracy"] == float(row["objective"])  # the trial's own objective
         assert run.history[-1]["eval_accuracy"] == float(row["objective"])
         assert "assignments" not in run.config and "metric" not in run.config
 
@@ -277,3 +277,60 @@ def test_offline_sweep_without_a_server_runs_wandbs_engine_locally(tmp_path: Pat
     assert len(runs) == 3 and len({run.summary["hpsearch/local_sweep"] for run in runs}) == 1
     best = json.loads((tmp_path / "second" / "best.json").read_text())
     assert "best" in _tags((tmp_path / "second" / "wandb").resolve())[runs[best["trial"]].run_id]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_offline_random_sweep_suggests_new_hyperparameters_for_every_trial(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    """W&B's engine draws from Python's ``random``, which transformers' ``set_seed`` resets before every trial."""
+    for name in ("WANDB_BASE_URL", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    done = cli(
+        "experiment=smoke",
+        "backend=wandb",
+        "backend.method=random",
+        "n_trials=4",
+        f"workers={workers}",
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_trials(tmp_path / "run")
+    points = {(row["learning_rate"], row["per_device_train_batch_size"], row["hidden_dropout_prob"]) for row in rows}
+    assert len(rows) == 4 and len(points) == 4, rows
+
+
+@pytest.mark.slow
+def test_objective_is_the_last_evaluation_not_the_best_of_the_in_training_ones(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With in-training evaluation every evaluation is logged under the objective's name; the recorded objective is
+    still the trial's last one (``objective.select=last``), as every other backend records it."""
+    for name in ("WANDB_BASE_URL", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    done = cli(
+        "experiment=smoke",
+        "backend=wandb",
+        "backend.method=random",
+        "objective=loss",
+        "n_trials=2",
+        "training.eval_strategy=steps",
+        "training.eval_steps=2",
+        "training.num_train_epochs=2",
+        "space.learning_rate.low=0.03",
+        "space.learning_rate.high=0.1",  # high rates: the loss goes up and down
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = _trial_runs(tmp_path / "run" / "wandb")
+    rows = read_trials(tmp_path / "run")
+    assert len(runs) == len(rows) == 2
+    for run, row in zip(runs, rows, strict=True):
+        evaluations = [entry["eval_loss"] for entry in run.history if "eval_loss" in entry]
+        assert len(evaluations) >= 3  # the in-training ones and the final one
+        assert float(row["objective"]) == evaluations[-1]
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["objective"] == min(float(row["objective"]) for row in rows)

@@ -34,12 +34,18 @@ The conformance suite drives its native sampler through ``SamplesNatively.sample
 from __future__ import annotations
 
 import json
+import os
+import random
+import socket
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import numpy as np
 
 from hpsearch.errors import ConfigError
 from hpsearch.imports import require
@@ -86,6 +92,22 @@ class SearchJob(Generic[SettingsT]):
     def shared(self) -> bool:
         """Other processes may train trials of this study at the same time (workers, other machines)."""
         return self.workers > 1 or self.storage is not None
+
+    def draw_seed(self, stored_trials: int) -> int:
+        """The seed of a sampler's next draws: offset by the trials already stored, so that a resumed study does
+        not replay its first samples; mixed with the process and machine when others share the study, so that no
+        two of them draw the same ones."""
+        if not self.shared:
+            return self.seed + stored_trials
+        process = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+        return int(np.random.SeedSequence([self.seed, stored_trials, process]).generate_state(1)[0])
+
+    def seed_global_generators(self, stored_trials: int) -> None:
+        """For samplers that draw from Python's and numpy's global generators (W&B's sweeps engine, sigoptlite),
+        which transformers' ``set_seed`` resets before every trial: seed both afresh before each draw."""
+        seed = self.draw_seed(stored_trials)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
 
 
 class Backend(ABC, Generic[SettingsT]):

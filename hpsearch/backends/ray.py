@@ -386,7 +386,7 @@ def _trial_record(
     """A Ray trial as hpsearch records it; ``ended``: Ray just reported it done (a scheduler may have stopped it)."""
     metrics = dict(trial.last_result or {})
     if error is not None or trial.status == "ERROR":
-        state = TrialState.FAIL
+        state, error = TrialState.FAIL, _error_line(trial) or error
     elif metrics.get(DONE_FLAG):
         state = TrialState.COMPLETE
     else:  # stopped early by a scheduler, or not finished yet
@@ -402,6 +402,15 @@ def _trial_record(
         key=trial.trial_id,
         finished_at=metrics.get("timestamp"),
     )
+
+
+def _error_line(trial: Any) -> str | None:
+    """The exception a failed Ray trial raised, as the last line of the traceback Ray kept for it."""
+    path = trial.error_file
+    if path is None or not Path(path).is_file():
+        return None
+    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    return lines[-1].removeprefix(f"{TrialFailed.__module__}.{TrialFailed.__name__}: ")[:300] if lines else None
 
 
 _driver: tuple[SearchJob[RaySettings], TrialLoop] | None = None  # the search this driver process runs

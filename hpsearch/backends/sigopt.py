@@ -291,12 +291,8 @@ class ExperimentSource(TrialSource):
 
     def next(self, train: Train) -> TrialOutcome:
         job = self.job
-        if job.settings.driver == "lite":
-            # sigoptlite draws from numpy's global generator, which every trial's set_seed resets: without a
-            # fresh seed per suggestion it would suggest the same point again and again.
-            import numpy as np
-
-            np.random.seed(job.seed + len(self._observations()))
+        if job.settings.driver == "lite":  # without a fresh seed, the same point again and again
+            job.seed_global_generators(len(self._observations()))
         suggestion = self.backend._call(job, lambda: self.experiment.suggestions().create())
         outcome = train(suggestion, typed_assignments(job.space, suggestion.assignments))
         metadata: dict[str, Any] = {**outcome.metrics, "duration_s": round(outcome.duration_s or 0.0, 3)}

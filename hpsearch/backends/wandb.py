@@ -3,8 +3,8 @@
 It replaces transformers' ``run_hp_search_wandb``, which overwrites a custom sweep metric with
 ``eval/loss``, creates two runs per trial, leaves the group empty, knows the best run only in one
 process and returns stray ``assignments``/``metric`` keys. Here each trial is exactly one run
-(``group=study_name``, ``job_type="trial"``), the objective is logged under the sweep's metric name with
-``define_metric``, and results are read back from W&B: the public API online, the local run files offline.
+(``group=study_name``, ``job_type="trial"``), the objective is logged last under the sweep's metric name
+(the run summary's value), and results are read back from W&B: the public API online, the local run files offline.
 
 Space mapping (W&B sweep parameters; ranges are closed in both):
 
@@ -34,6 +34,7 @@ sweep, so agents on several machines share it; otherwise the sweep created for `
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -241,7 +242,8 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
 
         sweeps = require("sweeps", "W&B conformance sampling", "sweeps")
         config = sweep_config(space, Objectives(items=(Objective("eval_score", "maximize"),)), "random")
-        np.random.seed(seed)  # the engine draws from numpy's global generator
+        random.seed(seed)  # the engine draws from Python's and numpy's global generators
+        np.random.seed(seed)
         runs: list[Any] = []
         samples = []
         for _ in range(n):
@@ -307,11 +309,9 @@ class LocalSweepSource(SweepSource):
         self.config = sweep_config(job.space, job.objectives, job.settings.method, job.settings.early_terminate)
 
     def next(self, train: Train) -> TrialOutcome | None:
-        import numpy as np
-
         job = self.job
         runs = [self._sweep_run(record) for record in self.backend.records(job)]
-        np.random.seed(job.seed + len(runs))  # the engine draws from numpy's global generator
+        job.seed_global_generators(len(runs))
         suggestion = self.sweeps.next_run(self.config, runs)
         if suggestion is None:  # a grid ran out
             return None
@@ -355,7 +355,8 @@ def _is_unknown_sweep(error: BaseException) -> bool:
 
 
 def _summary_value(value: Any) -> Any:
-    """A ``define_metric(summary="max"|"min")`` summary is stored as ``{"max": v}`` / ``{"min": v}``."""
+    """A value of the run summary; runs logged by hpsearch 0.3 with ``define_metric(summary="max"|"min")`` keep
+    ``{"max": v}`` / ``{"min": v}`` there."""
     if isinstance(value, Mapping):
         return value.get("max", value.get("min"))
     return value

@@ -1,7 +1,7 @@
 """``tracking=wandb``: W&B run logging for every backend; the W&B sweeps backend logs its runs the same way.
 
 One W&B run per trial, grouped by study (``group=study_name``, ``job_type="trial"``); the objective is logged
-under its metric name with ``define_metric`` so the run summary holds the best value; after the search the
+last under its metric name, so the run summary holds the trial's objective; after the search the
 best trial's run (single objective) or the Pareto trials' runs are tagged ``best`` / ``pareto``.
 Point it at wandb.ai or a W&B Server with ``WANDB_BASE_URL``/``WANDB_API_KEY``, or set ``WANDB_MODE=offline``.
 """
@@ -37,9 +37,12 @@ def wandb_dir(run_dir: Path) -> Path:
 
 
 def log_outcome(run: Any, outcome: TrialOutcome, objectives: Objectives) -> None:
-    """Log one trial's result into an open W&B run, and finish it (failed trials exit non-zero)."""
-    for item in objectives.items:
-        run.define_metric(item.metric, summary="max" if item.direction == "maximize" else "min")
+    """Log one trial's result into an open W&B run, and finish it (failed trials exit non-zero).
+
+    The objective is logged last, under its metric name, so that the run's summary (the last value of each key)
+    holds the trial's own objective: its last evaluation, or with ``objective.select=best`` its best one. No
+    ``define_metric(summary="min"|"max")``: that would make the summary the best of the in-training evaluations
+    logged under the same name, whatever ``objective.select`` says."""
     values = dict(zip(objectives.names, outcome.values or [], strict=False))
     run.log({**outcome.metrics, **values})
     run.summary[STATE_KEY] = outcome.state.value

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.backends.base import Backend, SamplesNatively, SearchJob, method_name, require_in_training_eval
-from hpsearch.backends.optuna.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, sampler_seed
+from hpsearch.backends.optuna.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from hpsearch.backends.optuna.source import SURPLUS, StudySource
 from hpsearch.backends.optuna.space import suggest
 from hpsearch.backends.optuna.study import (
@@ -31,6 +32,9 @@ from hpsearch.objective import Objectives
 from hpsearch.settings import Settings, at_least
 from hpsearch.space import SearchSpace
 from hpsearch.trials import TrialRecord, TrialState
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,17 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
     name = "optuna"
     settings_type = OptunaSettings
     package = "optuna"
+
+    def __init__(self) -> None:
+        # One storage per study and process: each opening of a database storage is a new connection pool, and the
+        # workers launcher reads the records every second.
+        self._storages: dict[tuple[str | None, Path, str], optuna.storages.BaseStorage] = {}
+
+    def _storage(self, job: SearchJob[OptunaSettings]) -> optuna.storages.BaseStorage:
+        key = (job.storage, job.state_dir, job.study_name)
+        if key not in self._storages:
+            self._storages[key] = job_storage(job)
+        return self._storages[key]
 
     def validate(self, settings: OptunaSettings, objectives: Objectives, training: Mapping[str, Any]) -> None:
         self.require("optuna")
@@ -74,13 +89,13 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
             require_in_training_eval(f"backend.pruner={settings.pruner}", training, "pruning")
 
     def prepare(self, job: SearchJob[OptunaSettings]) -> None:
-        study = open_study(job, job_storage(job))
+        study = open_study(job, self._storage(job))
         study.set_user_attr(METHOD_ATTR, self.method(job.settings))
 
     def source(self, job: SearchJob[OptunaSettings]) -> TrialSource:
-        study = open_study(job, job_storage(job))
+        study = open_study(job, self._storage(job))
         settings = job.settings
-        seed = sampler_seed(job.seed, len(study.trials), job.shared)
+        seed = job.draw_seed(len(study.trials))
         study.sampler = make_sampler(settings.sampler, settings.sampler_kwargs, job.space, seed)
         study.pruner = make_pruner(settings.pruner, settings.pruner_kwargs)
         return StudySource(study, job)
@@ -89,7 +104,7 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
         import optuna
 
         try:
-            study = optuna.load_study(study_name=job.study_name, storage=job_storage(job))
+            study = optuna.load_study(study_name=job.study_name, storage=self._storage(job))
         except KeyError:
             return []
         check_objectives(study, job)
@@ -102,7 +117,7 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
     def abandon(self, job: SearchJob[OptunaSettings], pid: int) -> None:
         import optuna
 
-        study = open_study(job, job_storage(job))
+        study = open_study(job, self._storage(job))
         for trial in study.get_trials(deepcopy=False, states=optuna_states(TrialState.RUNNING)):
             if trial.user_attrs.get(WORKER_PID) == pid:
                 study._storage.set_trial_user_attr(trial._trial_id, "error", f"worker process {pid} died")

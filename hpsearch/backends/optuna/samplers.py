@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import zlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +37,3 @@ def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePru
         "hyperband": lambda: optuna.pruners.HyperbandPruner(**options),
     }
     return factories[name]()
-
-
-def sampler_seed(seed: int, stored_trials: int, shared: bool) -> int:
-    """Offset by the trials already stored, so that a resumed study does not replay its first samples; mixed
-    with the process and machine when others share the study, so that no two of them draw the same ones."""
-    if not shared:
-        return seed + stored_trials
-    import numpy as np
-
-    process = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
-    return int(np.random.SeedSequence([seed, stored_trials, process]).generate_state(1)[0])

@@ -11,17 +11,20 @@ running elsewhere to finish or go stale, so that none is left RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.backends.base import SearchJob
 from hpsearch.backends.optuna.space import suggest
-from hpsearch.backends.optuna.study import WORKER_HOST, WORKER_PID, experimental_quiet
+from hpsearch.backends.optuna.study import WORKER_HOST, WORKER_PID, WORKER_PID_NAMESPACE, experimental_quiet
 from hpsearch.loop import Train, TrialSource
-from hpsearch.trials import TrialOutcome, TrialPruned
+from hpsearch.trials import TrialOutcome, TrialPruned, TrialState
 
 if TYPE_CHECKING:
     import optuna
@@ -49,18 +52,30 @@ class StudySource(TrialSource):
         trial = self._take()
         if trial is None:
             return None
-        trial.set_user_attr(WORKER_PID, os.getpid())
-        trial.set_user_attr(WORKER_HOST, socket.gethostname())
+        for name, value in process_identity().items():
+            trial.set_user_attr(name, value)
         try:
             with get_heartbeat_thread(trial._trial_id, self.study._storage):
                 outcome = train(trial, suggest(trial, self.job.space))
         except BaseException:  # Ctrl-C, a config error: the trial must not stay RUNNING
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        _store(trial, outcome)
         state = optuna.trial.TrialState[outcome.state.value]
         try:
+            _store(trial, outcome)
             self.study.tell(trial, outcome.values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # This process was stopped (SIGSTOP, a network partition) for longer than the grace period: another
+            # process failed the trial as stale, and optuna's retry callback has queued it again. Drop it.
+            print(
+                f"hpsearch: trial {trial.number} was failed as stale while this process was stopped; its retry is "
+                "already queued, so this result is dropped",
+                file=sys.stderr,
+            )
+            return replace(
+                outcome, state=TrialState.FAIL, values=None, error="failed as stale while its process was stopped"
+            )
         except RuntimeError:
             # A used-up grid makes GridSampler call study.stop(), which raises outside study.optimize once the
             # trial is stored; the next call then finds the grid exhausted.
@@ -95,7 +110,8 @@ class StudySource(TrialSource):
             if finished >= self.job.n_trials:
                 return None
             if waiting or finished + running < self.job.n_trials:
-                trial = self.study.ask()  # takes a waiting (retried) trial first
+                with experimental_quiet():
+                    trial = self.study.ask()  # takes a waiting (retried) trial first
                 if not self._surplus(trial):
                     return trial
                 continue
@@ -110,12 +126,15 @@ class StudySource(TrialSource):
         and where the storage retries stale trials, queue it again."""
         import optuna
 
-        storage, host = self.study._storage, socket.gethostname()
+        storage, here = self.study._storage, process_identity()
         retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            pid = trial.user_attrs.get(WORKER_PID)
-            if trial.user_attrs.get(WORKER_HOST) == host and isinstance(pid, int) and not _process_exists(pid):
+            pid, host = trial.user_attrs.get(WORKER_PID), here[WORKER_HOST]
+            # The same machine and pid namespace: containers that share a host name each have their own pids.
+            local = all(trial.user_attrs.get(name) == here[name] for name in (WORKER_HOST, WORKER_PID_NAMESPACE))
+            if local and isinstance(pid, int) and not _process_exists(pid):
                 try:
+                    storage.set_trial_user_attr(trial._trial_id, "error", f"its process {pid} on {host} is gone")
                     failed = storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     continue  # another process failed it first
@@ -137,6 +156,15 @@ class StudySource(TrialSource):
         self.study._storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return True
+
+
+def process_identity() -> dict[str, Any]:
+    """Which process trains a trial: its pid, machine and pid namespace (trial user attributes)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: one pid namespace per machine
+        namespace = ""
+    return {WORKER_PID: os.getpid(), WORKER_HOST: socket.gethostname(), WORKER_PID_NAMESPACE: namespace}
 
 
 def grid_exhausted(study: optuna.Study) -> bool:

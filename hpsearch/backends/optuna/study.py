@@ -24,19 +24,22 @@ from hpsearch.trials import TrialRecord, TrialState, stored_trial
 if TYPE_CHECKING:
     import optuna
 
-WORKER_PID = "worker_pid"  # trial user attributes: the process training it, and its machine
+WORKER_PID = "worker_pid"  # trial user attributes: the process training it, its machine and pid namespace
 WORKER_HOST = "worker_host"
+WORKER_PID_NAMESPACE = "worker_pid_namespace"
 METHOD_ATTR = "hpsearch_method"  # study user attribute: the search method, for hpsearch compare --study
 SCHEMA_RACE_ATTEMPTS = 5  # opening a database that other processes are initialising at the same moment
 
 
 @contextmanager
 def experimental_quiet() -> Iterator[None]:
-    """optuna warns on every use of its experimental heartbeat, retry and gRPC proxy APIs."""
+    """optuna warns on every use of its experimental heartbeat, retry and gRPC proxy APIs, and on every ask of a
+    heartbeat storage outside ``study.optimize`` (whose loop hpsearch's own loop replaces, heartbeat included)."""
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         yield
 
 
