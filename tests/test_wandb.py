@@ -279,23 +279,23 @@ def test_offline_sweep_without_a_server_runs_wandbs_engine_locally(tmp_path: Pat
     assert "best" in _tags((tmp_path / "second" / "wandb").resolve())[runs[best["trial"]].run_id]
 
 
+LOCAL_RANDOM_SWEEP = ["experiment=smoke", "backend=wandb", "backend.method=random"]
+
+
+def offline_without_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """W&B's own engine in the process: offline, and no server named (the environment may name one)."""
+    for name in ("WANDB_BASE_URL", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_offline_random_sweep_suggests_new_hyperparameters_for_every_trial(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str
 ) -> None:
     """W&B's engine draws from Python's ``random``, which transformers' ``set_seed`` resets before every trial."""
-    for name in ("WANDB_BASE_URL", "WANDB_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    done = cli(
-        "experiment=smoke",
-        "backend=wandb",
-        "backend.method=random",
-        "n_trials=4",
-        f"workers={workers}",
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-    )
+    done = cli(*LOCAL_RANDOM_SWEEP, "n_trials=4", f"workers={workers}", **offline_without_server(monkeypatch))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_trials(tmp_path / "run")
     points = {(row["learning_rate"], row["per_device_train_batch_size"], row["hidden_dropout_prob"]) for row in rows}
@@ -308,12 +308,8 @@ def test_objective_is_the_last_evaluation_not_the_best_of_the_in_training_ones(
 ) -> None:
     """With in-training evaluation every evaluation is logged under the objective's name; the recorded objective is
     still the trial's last one (``objective.select=last``), as every other backend records it."""
-    for name in ("WANDB_BASE_URL", "WANDB_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
     done = cli(
-        "experiment=smoke",
-        "backend=wandb",
-        "backend.method=random",
+        *LOCAL_RANDOM_SWEEP,
         "objective=loss",
         "n_trials=2",
         "training.eval_strategy=steps",
@@ -321,8 +317,7 @@ def test_objective_is_the_last_evaluation_not_the_best_of_the_in_training_ones(
         "training.num_train_epochs=2",
         "space.learning_rate.low=0.03",
         "space.learning_rate.high=0.1",  # high rates: the loss goes up and down
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
+        **offline_without_server(monkeypatch),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = _trial_runs(tmp_path / "run" / "wandb")
