@@ -71,6 +71,11 @@ def _follower_overrides() -> list[str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--version"]:  # Hydra's own flag would print Hydra's version
+        from hpsearch import __version__
+
+        print(f"hpsearch {__version__}")
+        return
     if sys.argv[1:2] == ["compare"]:  # hpsearch compare ...: the console script's one subcommand
         from hpsearch.compare.cli import main as compare
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,22 @@ BEST_JSON = "best.json"
 BEST_YAML = "best_hyperparameters.yaml"
 PARETO_JSON = "pareto.json"
 PARETO_PNG = "pareto.png"
+
+
+def iso_time(timestamp: float) -> str:
+    """A Unix time as ISO 8601 in UTC, to the millisecond (``trials.csv``'s ``finished_at``)."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def read_time(text: str | None) -> float | None:
+    """``finished_at`` back as a Unix time: ISO 8601, or the plain number that hpsearch 0.3 wrote."""
+    if text in ("", None):
+        return None
+    assert text is not None
+    try:
+        return float(text)
+    except ValueError:
+        return datetime.fromisoformat(text).timestamp()
 
 
 def _objective_columns(objectives: Objectives) -> list[str]:
@@ -50,7 +67,7 @@ def write_trials_csv(path: Path, trials: Sequence[TrialRecord], param_names: lis
                     *(trial.params.get(name) for name in param_names),
                     *(trial.metrics.get(name) for name in metric_names),
                     None if trial.duration_s is None else round(trial.duration_s, 3),
-                    None if trial.finished_at is None else round(trial.finished_at, 3),
+                    None if trial.finished_at is None else iso_time(trial.finished_at),
                     trial.error,
                 ]
             )

@@ -360,3 +360,17 @@ def test_help_names_the_app_and_shows_usage(tmp_path: Path) -> None:
     usage = done.stdout.index("python -m hpsearch backend=optuna")
     assert usage < done.stdout.index("== Configuration groups ==")
     assert "backend: optuna, ray, sigopt, wandb" in done.stdout
+    assert "Exit codes: 0 done, 1 an unexpected error (a bug), 2 config error" in done.stdout
+
+
+def test_version_is_hpsearchs_own(tmp_path: Path) -> None:
+    from hpsearch import __version__
+
+    done = run_command([sys.executable, "-m", "hpsearch", "--version"], tmp_path, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, f"hpsearch {__version__}")
+
+
+def test_compare_help_shows_no_markup(tmp_path: Path) -> None:
+    done = run_command([sys.executable, "-m", "hpsearch", "compare", "--help"], tmp_path, timeout=60)
+    assert done.returncode == 0 and "searches side by side" in done.stdout
+    assert "``" not in done.stdout

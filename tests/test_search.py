@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ def test_smoke_search_writes_every_result_file(make_config: Callable[..., DictCo
     rows = read_trials(run_dir)
     assert [row["number"] for row in rows] == ["0", "1", "2"]
     assert {row["state"] for row in rows} == {"COMPLETE"}
+    ends = [datetime.fromisoformat(row["finished_at"]) for row in rows]  # ISO 8601, not a raw epoch float
+    assert all(end.tzinfo is not None for end in ends) and ends == sorted(ends)
+    assert [end.timestamp() for end in ends] == pytest.approx([trial.finished_at for trial in result.trials], abs=1e-3)
     for column in (
         "objective",
         "learning_rate",

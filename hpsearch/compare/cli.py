@@ -54,7 +54,8 @@ def compare(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="hpsearch compare", description=__doc__.splitlines()[0])
+    summary = (__doc__ or "").splitlines()[0].replace("``", "")  # the docstring's first line, without its markup
+    parser = argparse.ArgumentParser(prog="hpsearch compare", description=summary)
     parser.add_argument("runs", nargs="*", type=Path, help="run directories, or multirun directories")
     parser.add_argument(
         "--study",

@@ -12,7 +12,7 @@ import yaml
 
 from hpsearch.errors import ConfigError
 from hpsearch.objective import Direction, Objective, Objectives
-from hpsearch.results import TRIALS_CSV
+from hpsearch.results import TRIALS_CSV, read_time
 from hpsearch.space import SearchSpace
 from hpsearch.trials import TrialRecord, TrialState, stored_trial
 
@@ -70,7 +70,7 @@ def read_run_dir(path: Path) -> Search:
                     reported={name: float(text) for name, text in filled.items() if name.startswith("eval_")},
                     values=values,
                     duration_s=_number(row.get("duration_s")),
-                    finished_at=_number(row.get("finished_at")),
+                    finished_at=read_time(row.get("finished_at")),
                 )
             )
     return Search(
