@@ -53,9 +53,10 @@ class SearchProgress:
         )
         params = " ".join(f"{k}={_format(v)}" for k, v in outcome.params.items())
         self.bar.write(
-            f"trial {outcome.state.value:<8} {result}  [{params}]  {outcome.duration_s:.1f}s", file=sys.stderr
+            f"trial {outcome.state.value:<8} {result}  [{params}]  {outcome.duration_s or 0.0:.1f}s", file=sys.stderr
         )
-        self.bar.update(1)
+        if outcome.state.finished:  # a failed trial is retried: the bar counts towards n_trials, as the search does
+            self.bar.update(1)
         if self.best is not None:
             self.bar.set_postfix({f"best {self.objectives.names[0]}": _format(self.best[0])})
 

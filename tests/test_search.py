@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -179,10 +180,16 @@ def test_objective_from_the_last_or_the_best_evaluation(
         )
 
 
-def test_failed_trials_are_replaced_until_n_trials_finished(make_config: Callable[..., DictConfig]) -> None:
-    """One process, optuna: a failed trial does not count towards n_trials, so another one runs in its place."""
+def test_failed_trials_are_replaced_until_n_trials_finished(
+    make_config: Callable[..., DictConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One process, optuna: a failed trial does not count towards n_trials, so another one runs in its place, and
+    the progress bar counts finished trials only (it never runs past n_trials)."""
     random_failures = [override for override in FAILING_MODEL if override != "backend.sampler=grid"]
-    cfg = make_config("experiment=smoke", "n_trials=3", "max_failures=10", "backend.sampler=random", *random_failures)
+    overrides = ["n_trials=3", "max_failures=10", "backend.sampler=random", "progress=true", *random_failures]
+    cfg = make_config("experiment=smoke", *overrides)
     states = [trial.state.value for trial in run(cfg).trials]
     assert states.count("COMPLETE") == 3 and "FAIL" in states, states
     assert [row["state"] for row in read_trials(Path(cfg.run_dir))] == states
+    counts = [int(done) for done, total in re.findall(r"(\d+)/(\d+) \[", capsys.readouterr().err) if total == "3"]
+    assert counts and max(counts) == 3
