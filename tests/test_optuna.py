@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import DictConfig
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from hpsearch.app import run
 from hpsearch.backends.base import SearchJob
 from hpsearch.backends.optuna import OptunaSettings
 from hpsearch.backends.optuna.source import StudySource, process_identity
@@ -116,3 +119,16 @@ def test_a_dead_processs_trial_is_failed_only_within_its_own_pid_namespace(
     )
     source._fail_orphans()
     assert source.study.trials[number].state.name == state
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [([], True), (["+backend.sampler_kwargs.n_startup_trials=1"], False), (["backend.sampler=random"], False)],
+)
+def test_a_tpe_search_all_inside_its_random_start_up_says_so(
+    make_config: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture, overrides: list[str], warned: bool
+) -> None:
+    """optuna's TPE draws its first 10 trials at random: a 2-trial "TPE" search is a random search."""
+    run(make_config("experiment=smoke", "n_trials=2", *overrides))
+    said = [record.getMessage() for record in caplog.records if "draws its first" in record.getMessage()]
+    assert bool(said) == warned, said

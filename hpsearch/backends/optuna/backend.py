@@ -7,13 +7,14 @@ resumes the study and runs only the trials still missing to reach ``n_trials``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.backends.base import Backend, SamplesNatively, SearchJob, method_name, require_in_training_eval
-from hpsearch.backends.optuna.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from hpsearch.backends.optuna.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, startup_trials
 from hpsearch.backends.optuna.source import SURPLUS, StudySource
 from hpsearch.backends.optuna.space import suggest
 from hpsearch.backends.optuna.study import (
@@ -35,6 +36,9 @@ from hpsearch.trials import TrialRecord, TrialState
 
 if TYPE_CHECKING:
     import optuna
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,15 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
         seed = job.draw_seed(len(study.trials))
         study.sampler = make_sampler(settings.sampler, settings.sampler_kwargs, job.space, seed)
         study.pruner = make_pruner(settings.pruner, settings.pruner_kwargs)
+        startup = startup_trials(settings.sampler, settings.sampler_kwargs)
+        if job.n_trials <= startup:
+            log.warning(
+                "backend.sampler=%s: optuna draws its first %d trials at random, so all n_trials=%d are random; "
+                "for the sampler itself to run, set backend.sampler_kwargs.n_startup_trials below n_trials",
+                settings.sampler,
+                startup,
+                job.n_trials,
+            )
         return StudySource(study, job)
 
     def records(self, job: SearchJob[OptunaSettings]) -> list[TrialRecord]:

@@ -27,6 +27,18 @@ def make_sampler(name: str, options: Mapping[str, Any], space: SearchSpace, seed
     return factories[name]()
 
 
+def startup_trials(sampler: str, options: Mapping[str, Any]) -> int:
+    """How many first trials TPE draws at random before it models anything (0 for the other samplers)."""
+    import inspect
+
+    import optuna
+
+    if sampler != "tpe":
+        return 0
+    default = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
+    return int(options.get("n_startup_trials", default))
+
+
 def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     import optuna
 
