@@ -4,8 +4,9 @@ A backend adapts one search library to hpsearch: it maps the neutral space to it
 stores their outcomes and reads them back. The orchestration (``hpsearch.orchestrator``) drives every backend
 through one lifecycle and never names a backend:
 
-1. ``Settings.from_config(cfg.backend)``: the backend's config group (``conf/backend/<name>.yaml``) as its typed
-   settings object; a misspelt key or a wrongly typed value is a config error naming it.
+1. ``backends.backend_settings(backend, cfg.backend)``: the backend's config group (``conf/backend/<name>.yaml``)
+   as its typed ``settings_type`` object; a misspelt key or a wrongly typed value is a config error naming it (a
+   key of another backend's settings, set by a backend-neutral experiment, is left out).
 2. ``validate(settings, objectives, training)``: reject a bad combination before any model or data is loaded,
    and import the backend's package (``self.require``) for a one-line install hint.
 3. ``prepare(job)``: create or join the study in the backend's store. Called exactly once per search, before any
