@@ -28,13 +28,14 @@ from hpsearch.config import plain, save_resolved
 from hpsearch.distributed import Coordinator, Decision, Message, RankReport, rank, world_size
 from hpsearch.errors import EXIT_INTERRUPTED, CollectiveTimeout, ConfigError, HPSearchError, SearchAborted
 from hpsearch.interrupt import handle_interrupts
-from hpsearch.loop import FailureBudget, TrialLoop
+from hpsearch.loop import FailureBudget, Listener, TrialLoop
 from hpsearch.objective import Objectives
 from hpsearch.orchestrator import Orchestrator
 from hpsearch.progress import SearchProgress
 from hpsearch.rerun import rerun_space
 from hpsearch.space import SearchSpace
 from hpsearch.tracking import get_tracker
+from hpsearch.tracking.base import Tracker
 from hpsearch.trials import SearchResult, TrialOutcome
 from hpsearch.workers import (
     Supervision,
@@ -202,7 +203,7 @@ def launch_workers(plan: Plan) -> SearchResult:
 def work_in_pool(plan: Plan) -> None:
     """A worker process of ``workers=N``: train trials of the launcher's study until the shared budget is spent."""
     tracker = _tracker(plan)
-    listeners = [*([tracker] if tracker else []), WorkerReport(plan.job.run_dir)]
+    listeners: list[Listener] = [*([tracker] if tracker else []), WorkerReport(plan.job.run_dir)]
     progress = SearchProgress(plan.job.n_trials, plan.job.objectives, enabled=False)  # the launcher shows it
     loop = TrialLoop(
         plan.trainer(), plan.job.n_trials, progress, FailureBudget(plan.max_failures), listeners, worker_budget()
@@ -272,7 +273,7 @@ def _coordinator(plan: Plan) -> Coordinator | None:
     return Coordinator(timeout_s=float(training.get("ddp_timeout") or 1800), use_cpu=bool(training.get("use_cpu")))
 
 
-def _tracker(plan: Plan) -> Any:
+def _tracker(plan: Plan) -> Tracker | None:
     """``tracking=NAME`` logs every trial there too, unless the backend already does."""
     tracking = plain(plan.cfg.tracking)
     job = plan.job

@@ -44,21 +44,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 import numpy as np
 
 from hpsearch.errors import ConfigError
 from hpsearch.imports import require
 from hpsearch.objective import Objectives
-from hpsearch.settings import Settings
+from hpsearch.settings import Settings, SettingsT
 from hpsearch.space import SearchSpace
 from hpsearch.trials import SearchResult, TrialRecord
 
 if TYPE_CHECKING:
     from hpsearch.loop import TrialLoop, TrialSource
-
-SettingsT = TypeVar("SettingsT", bound=Settings)
 
 
 def require_in_training_eval(option: str, training: Mapping[str, Any], purpose: str) -> None:

@@ -41,6 +41,7 @@ class StudySource(TrialSource):
     def __init__(self, study: optuna.Study, job: SearchJob[Any]) -> None:
         self.study = study
         self.job = job
+        self.identity = process_identity()  # this process, as each trial it takes records it
         settings = job.settings
         interval = settings.heartbeat_interval_s or 0
         self.wait_s = float(settings.wait_s if settings.wait_s is not None else settings.grace_period_s + 2 * interval)
@@ -52,7 +53,7 @@ class StudySource(TrialSource):
         trial = self._take()
         if trial is None:
             return None
-        for name, value in process_identity().items():
+        for name, value in self.identity.items():
             trial.set_user_attr(name, value)
         try:
             with get_heartbeat_thread(trial._trial_id, self.study._storage):
@@ -126,7 +127,7 @@ class StudySource(TrialSource):
         and where the storage retries stale trials, queue it again."""
         import optuna
 
-        storage, here = self.study._storage, process_identity()
+        storage, here = self.study._storage, self.identity
         retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             pid, host = trial.user_attrs.get(WORKER_PID), here[WORKER_HOST]
