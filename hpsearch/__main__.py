@@ -11,8 +11,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hpsearch.config import check_composes, check_group_choices, config_dir, redact_hydra_dir, redact_text
-from hpsearch.errors import EXIT_INTERRUPTED, HPSearchError
+from hpsearch.config import (
+    check_composes,
+    check_group_choices,
+    config_dir,
+    redact_hydra_dir,
+    redact_logs,
+    redact_text,
+)
+from hpsearch.errors import EXIT_CONFIG, EXIT_INTERRUPTED, HPSearchError
 from hpsearch.interrupt import handle_interrupts
 
 
@@ -22,6 +29,11 @@ def _fail(message: str, code: int) -> None:
 
 
 def _task(cfg: DictConfig) -> None:
+    cfg.study_name = multirun_study_name(cfg)
+    if sys.stderr.isatty() and not _is_follower() and not cfg.get("results_only"):  # before the slow imports
+        print(
+            f"hpsearch: study_name={cfg.study_name}: loading libraries, model and data ...", file=sys.stderr, flush=True
+        )
     from hpsearch.app import run
 
     # Hydra has parsed the command line; libraries that record it (W&B's run metadata) see it masked.
@@ -29,28 +41,53 @@ def _task(cfg: DictConfig) -> None:
     if _is_follower():
         shutil.rmtree(cfg.run_dir, ignore_errors=True)  # Hydra's scratch run directory: nothing goes there
     redact_hydra_dir(Path(cfg.run_dir) / ".hydra")
-    cfg.study_name = multirun_study_name(cfg)
     handle_interrupts()
     try:
         run(cfg)
     except HPSearchError as error:
+        if error.exit_code == EXIT_CONFIG:
+            _remove_unstarted(Path(cfg.run_dir))
         _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; the study is saved, rerun the same command to resume it", EXIT_INTERRUPTED)
 
 
+def _remove_unstarted(run_dir: Path) -> None:
+    """A run that never started leaves nothing: Hydra's ``.hydra/``, its log and empty folders go; anything else
+    in the folder (a user's own files) stays."""
+    from hpsearch.results import TRIALS_CSV
+
+    if not run_dir.is_dir() or (run_dir / TRIALS_CSV).exists():
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    for path in run_dir.glob("*.log"):
+        path.unlink()
+    for folder in sorted((p for p in run_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    here = Path.cwd().resolve()
+    for folder in (run_dir, *run_dir.resolve().parents):  # outputs/<study>/<time>, outputs/<study>, outputs
+        if folder.resolve() == here or here not in folder.resolve().parents or any(folder.iterdir()):
+            break
+        folder.rmdir()
+
+
 def multirun_study_name(cfg: DictConfig) -> str:
-    """In a multirun each job searches its own study, named from the job's overrides (``smoke-seed=2``), unless
-    ``study_name=`` is given: a shared study on purpose, as for an array of workers."""
+    """In a multirun each job searches its own study, named from what it sweeps (``smoke-seed=2-1f3a9c04``),
+    unless ``study_name=`` is given: a shared study on purpose, as for an array of workers."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from hpsearch.multirun import job_study_name, swept_keys
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN or any(
         o.lstrip("+").startswith("study_name=") for o in hydra_cfg.overrides.task
     ):
         return str(cfg.study_name)
-    return f"{cfg.study_name}-{hydra_cfg.job.override_dirname}".replace("/", "_")
+    redact_hydra_dir(Path(hydra_cfg.sweep.dir))  # multirun.yaml holds every override typed
+    swept = swept_keys(sys.argv[1:]) | set(hydra_cfg.sweeper.get("params") or {})
+    return job_study_name(str(cfg.study_name), hydra_cfg.overrides.task, swept)
 
 
 def _is_follower() -> bool:
@@ -82,6 +119,7 @@ def main() -> None:
         compare(sys.argv[2:])
         return
     sys.argv += _follower_overrides()
+    redact_logs()
     try:
         check_group_choices(sys.argv[1:])
         check_composes(sys.argv[1:])

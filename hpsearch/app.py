@@ -24,9 +24,17 @@ from hpsearch.backends import backend_settings, get_backend
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.budget import BUDGET_ENV, TrialBudget, worker_budget
 from hpsearch.build import build_trainer
-from hpsearch.config import plain, save_resolved
+from hpsearch.config import check_top_level_key, plain, redacted, save_resolved, top_level_keys
+from hpsearch.definition import DEFINING_KEYS
 from hpsearch.distributed import Coordinator, Decision, Message, RankReport, rank, world_size
-from hpsearch.errors import EXIT_INTERRUPTED, CollectiveTimeout, ConfigError, HPSearchError, SearchAborted
+from hpsearch.errors import (
+    EXIT_INTERRUPTED,
+    CollectiveTimeout,
+    ConfigError,
+    HPSearchError,
+    SearchAborted,
+    SearchIncomplete,
+)
 from hpsearch.interrupt import handle_interrupts
 from hpsearch.loop import FailureBudget, Listener, TrialLoop
 from hpsearch.objective import Objectives
@@ -36,7 +44,7 @@ from hpsearch.rerun import rerun_space
 from hpsearch.space import SearchSpace
 from hpsearch.tracking import get_tracker
 from hpsearch.tracking.base import Tracker
-from hpsearch.trials import SearchResult, TrialOutcome
+from hpsearch.trials import SearchResult, TrialOutcome, TrialState, count_finished
 from hpsearch.workers import (
     Supervision,
     WorkerReport,
@@ -78,6 +86,9 @@ class Plan:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Plan:
+        known = top_level_keys()
+        for key in cfg:
+            check_top_level_key(str(key), known)
         rerun = bool(cfg.get("rerun"))
         n_trials = 1 if rerun else _integer(cfg, "n_trials", 1)
         space = SearchSpace.from_config(plain(cfg.space))
@@ -111,6 +122,7 @@ class Plan:
             run_dir=run_dir,
             settings=settings,
             workers=_workers(cfg),
+            definition=redacted({key: plain(cfg[key]) for key in DEFINING_KEYS}),
         )
         return cls(
             cfg, backend, job, training, _integer(cfg, "max_failures", 0), _integer(cfg, "max_worker_restarts", 0)
@@ -142,14 +154,15 @@ def write_results_only(plan: Plan) -> SearchResult:
 def search_here(plan: Plan) -> SearchResult:
     """One process trains the trials; under torchrun this is rank zero, and the other ranks follow it."""
     orchestrator, job = plan.orchestrator, plan.job
+    coordinator = _coordinator(plan)
+    trainer = plan.trainer(coordinator)  # model and data first: a run that fails here leaves no study behind
     finished = orchestrator.prepare()
     if world_size() == 1 and orchestrator.is_done(finished):  # under DDP the other ranks wait for rank zero
         return write_results_only(plan)
     plan.save_config()
-    coordinator = _coordinator(plan)
     tracker = _tracker(plan)
-    trainer = plan.trainer(coordinator)
     failures, progress = FailureBudget(plan.max_failures), plan.progress()
+    trainer.add_callback(progress.trial_callback())
     loop = TrialLoop(trainer, job.n_trials, progress, failures, [tracker] if tracker else [])
     try:
         with _long_lived_frozen():
@@ -322,6 +335,16 @@ def _conclude(result: SearchResult, failures: FailureBudget, job: SearchJob[Any]
             f"{failures.last_error}; see {job.run_dir / 'trials.csv'}"
         )
     _report(result, job)
+    finished = count_finished(result.trials)
+    if finished < job.n_trials:
+        running = sum(trial.state is TrialState.RUNNING for trial in result.trials)
+        why = (
+            f"{running} more still run in other processes; rerun the command later to see them in the results"
+            if running
+            else "the backend has no more to suggest (a grid, or a space of few points, ran out); "
+            "widen the space or lower n_trials"
+        )
+        raise SearchIncomplete(f"n_trials={job.n_trials}: the search ended with {finished} finished trials: {why}")
     return result
 
 

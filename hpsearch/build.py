@@ -38,7 +38,10 @@ def instantiate_key(node: DictConfig, key: str, **kwargs: Any) -> Any:
         cause = error.__cause__ if isinstance(error.__cause__, HPSearchError) else None
         if cause is not None:
             raise cause from None
-        raise ConfigError(f"{key}: cannot instantiate {node.get('_target_')!r} ({first_line(error)})") from None
+        reason = error.__cause__ or error  # Hydra's own message ends in a colon: the cause is on the next line
+        raise ConfigError(
+            f"{key}: cannot instantiate {node.get('_target_')!r} ({type(reason).__name__}: {first_line(reason)})"
+        ) from None
 
 
 def build_task(cfg: DictConfig, objectives: Objectives, seed: int) -> tuple[Task, Any]:

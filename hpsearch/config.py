@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.errors import ConfigError
+from hpsearch.settings import unknown_key
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # A secret's name ends with one of these words (``hub_token``, ``wandb_api_key``, ``password``); a name that
@@ -67,22 +69,70 @@ def _group_values(override: str) -> tuple[str | None, list[str]]:
     return (parsed.key_or_group, [value]) if isinstance(value, str) and value else (None, [])
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def top_level_keys() -> list[str]:
+    """The keys the primary config and its groups define; Hydra's own ``hydra`` is composed apart."""
+    primary = yaml.safe_load((config_dir() / "config.yaml").read_text())
+    groups = (path.name for path in config_dir().iterdir() if path.is_dir())
+    return sorted({*primary, *groups} - {"defaults"})
+
+
+def check_top_level_key(key: str, known: Sequence[str]) -> None:
+    """A typo'd top-level key (``n_trial=3``, also as ``+n_trial=3``) would be ignored: name the nearest one."""
+    top = re.split(r"[./]", key, maxsplit=1)[0]
+    if top not in known and top != "hydra":
+        raise ConfigError(f"{top}: not a config key; {unknown_key(top, list(known))}")
+
+
 def check_composes(overrides: Sequence[str]) -> None:
-    """Compose once up front, so a bad override is one line instead of Hydra's multi-line report."""
+    """Compose once up front, so a bad override is one line instead of Hydra's multi-line report. In a multirun
+    each sweep is composed at its first value: a key that does not exist fails for every value alike."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    if any(arg.startswith("-") for arg in overrides):  # --help, --cfg, -m: leave them to Hydra
+    flags = {arg for arg in overrides if arg.startswith("-")}
+    if flags - set(MULTIRUN_FLAGS):  # --help, --cfg, --info: leave them to Hydra
         return
-    task_overrides = [arg for arg in overrides if not arg.lstrip("+~").startswith("hydra")]
+    task_overrides = [
+        _first_value(arg) for arg in overrides if arg not in flags and not arg.lstrip("+~").startswith("hydra")
+    ]
+    known = top_level_keys()
+    for arg in task_overrides:
+        if arg is not None:
+            check_top_level_key(arg.lstrip("+~").split("=", 1)[0], known)
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            compose(config_name="config", overrides=task_overrides)
+            compose(config_name="config", overrides=[arg for arg in task_overrides if arg is not None])
     except (HydraException, OmegaConfBaseException) as error:
         lines = f"{error}\n{error.__cause__ or ''}".splitlines()
         kept = [line.strip().rstrip(".") for line in lines if line.strip() and not line.strip().startswith(_NOISE)]
         raise ConfigError("; ".join(kept)) from None
+
+
+def _first_value(override: str) -> str | None:
+    """A sweep override (``seed=1,2``, ``range(3)``, ``choice(a,b)``) as its first value; None for a sweep with
+    no listed values (``glob(*)``); anything else as it is."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except HydraException:
+        return override  # composing reports it
+    if not parsed.is_sweep_override():
+        return override
+    if parsed.value_type not in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP):
+        return None
+    first = next(iter(parsed.sweep_string_iterator()), None)
+    return (
+        None
+        if first is None
+        else f"{override[: len(override) - len(override.lstrip('+~'))]}{parsed.key_or_group}={first}"
+    )
 
 
 def plain(node: DictConfig) -> dict[str, Any]:
@@ -114,6 +164,21 @@ def redact_text(text: str, secrets: list[str] | None = None) -> str:
         text = text.replace(secret, REDACTED)
     text = SECRET_ASSIGNMENT.sub(rf"\g<1>{REDACTED}", text)
     return URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", text)
+
+
+def redact_logs() -> None:
+    """Mask secrets in every log record of this process: Hydra logs each multirun job's overrides as typed."""
+    make_record = logging.getLogRecordFactory()
+
+    def masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        message = record.getMessage()
+        masked = redact_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return record
+
+    logging.setLogRecordFactory(masked_record)
 
 
 def redacted(config: Any) -> Any:

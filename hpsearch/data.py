@@ -11,6 +11,7 @@ a regression target (one model output, transformers' regression problem type). A
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from transformers import PreTrainedTokenizerBase
 from hpsearch.errors import DataError, first_line
 from hpsearch.locate import resolve_location
 from hpsearch.task import Task
+
+log = logging.getLogger(__name__)
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst"}
@@ -165,19 +168,29 @@ def _is_number(text: str) -> bool:
 
 
 def _take(dataset: Dataset, size: int | None, key: str, stratify: str | None, seed: int) -> Dataset:
-    """The first ``size`` rows of a shuffled split, stratified by class where the labels allow it."""
+    """At most ``size`` rows of a shuffled split (a limit, as ``max_eval_samples`` in transformers' examples),
+    stratified by class where the labels allow it."""
     if size is None:
         return dataset
-    if size < 1 or size > len(dataset):
-        raise DataError(f"data.{key}: must be between 1 and {len(dataset)} (got {size})")
-    if size == len(dataset):
+    if size < 1:
+        raise DataError(f"data.{key}: must be >= 1 (got {size}); or null for every row")
+    if size >= len(dataset):
+        if size > len(dataset):
+            log.info("data.%s=%d: the split has only %d rows; using all of them", key, size, len(dataset))
         return dataset
+    return _split(dataset, len(dataset) - size, stratify, seed)[0]
+
+
+def _split(dataset: Dataset, test_size: int, stratify: str | None, seed: int) -> tuple[Dataset, Dataset]:
+    """(rest, ``test_size`` rows) of a shuffled split, stratified by class unless a class is too rare for it."""
     if stratify is not None:
         try:
-            return dataset.train_test_split(train_size=size, seed=seed, stratify_by_column=stratify)["train"]
-        except ValueError:  # a class too rare to split: fall back to a plain sample
+            split = dataset.train_test_split(test_size=test_size, seed=seed, stratify_by_column=stratify)
+            return split["train"], split["test"]
+        except ValueError:  # a class with a single row cannot be stratified: a plain shuffle instead
             pass
-    return dataset.shuffle(seed=seed).select(range(size))
+    split = dataset.train_test_split(test_size=test_size, seed=seed)
+    return split["train"], split["test"]
 
 
 def read_data(config: Mapping[str, Any], seed: int) -> PreparedData:
@@ -200,8 +213,7 @@ def read_data(config: Mapping[str, Any], seed: int) -> PreparedData:
         eval_size = config.get("eval_size") or max(1, len(train) // 5)
         if eval_size >= len(train):
             raise DataError(f"data.eval_size: must be smaller than the {len(train)} available rows (got {eval_size})")
-        split = train.train_test_split(test_size=eval_size, seed=seed, stratify_by_column=stratify)
-        train, evaluation = split["train"], split["test"]
+        train, evaluation = _split(train, eval_size, stratify, seed)
     train = _take(train, config.get("train_size"), "train_size", stratify, seed)
     evaluation = _take(evaluation, config.get("eval_size"), "eval_size", stratify, seed)
     return PreparedData(train, evaluation, label_names, regression)

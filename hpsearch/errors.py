@@ -11,6 +11,8 @@ code  meaning
 3     a backend or storage is unavailable (a server or database cannot be reached)
 4     too many failed trials (more than ``max_failures``)
 5     a DDP rank was lost (a crash or hang on another rank; see ``training.ddp_timeout``)
+6     the search ended short of ``n_trials`` finished trials: the backend had no more to suggest (a grid ran
+      out), or the last trials still run in other processes; the results so far are written
 130   interrupted (Ctrl-C or SIGTERM): the running trial is failed, the results written, the study saved
 ====  ==============================================================================
 """
@@ -21,6 +23,7 @@ EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 EXIT_TOO_MANY_FAILURES = 4
 EXIT_RANK_LOST = 5
+EXIT_INCOMPLETE = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -64,6 +67,12 @@ class SearchAborted(HPSearchError, RuntimeError):
     """More trials failed than ``max_failures`` allows."""
 
     exit_code = EXIT_TOO_MANY_FAILURES
+
+
+class SearchIncomplete(HPSearchError, RuntimeError):
+    """The search ended with fewer than ``n_trials`` finished trials, and no trial failed too often."""
+
+    exit_code = EXIT_INCOMPLETE
 
 
 class CollectiveTimeout(HPSearchError, TimeoutError):

@@ -44,16 +44,21 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def wordpiece_tokenizer(
-    corpus: str, text_column: str | Sequence[str] = "text", vocab_size: int = 2000
+    corpus: str | Mapping[str, str], text_column: str | Sequence[str] = "text", vocab_size: int = 2000
 ) -> PreTrainedTokenizerFast:
     """A lower-cased WordPiece tokenizer built locally from a csv corpus's text column(s) (no labels are read):
     every character seen, and the most frequent words up to ``vocab_size``; other words split into characters.
+    A mapping of split names to files (``data.source={train: ..., validation: ...}``) gives its train file.
 
     The same corpus always gives the same ids, in every process. ``tokenizers``' own WordPiece trainer does
     not: its ties fall differently in each process, so DDP ranks, workers and reruns would disagree on ids.
     """
     import pandas as pd
 
+    if isinstance(corpus, Mapping):
+        if "train" not in corpus:
+            raise ConfigError(f"model.tokenizer.corpus: a mapping of splits needs a train file (got {sorted(corpus)})")
+        corpus = str(corpus["train"])
     columns = [text_column] if isinstance(text_column, str) else list(text_column)
     frame = pd.read_csv(resolve_location(corpus, "model.tokenizer.corpus"), usecols=columns)
     normalizer, pre_tokenizer = _bert_word_splitting()

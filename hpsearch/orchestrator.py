@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from hpsearch.backends.base import Backend, SearchJob
+from hpsearch.definition import check_same_study
 from hpsearch.loop import TrialLoop
 from hpsearch.results import write_results
 from hpsearch.trials import SearchResult, count_finished
@@ -18,9 +20,17 @@ class Orchestrator:
     job: SearchJob[Any]
 
     def prepare(self) -> int:
-        """Create or join the study, once per search, before any trial; the trials it already finished."""
-        self.backend.prepare(self.job)
-        return self.finished_trials()
+        """Create or join the study, once per search, before any trial, and check that a study with trials is
+        the same search (``hpsearch.definition``); the trials it already finished."""
+        backend, job = self.backend, self.job
+        backend.prepare(job)
+        records = backend.records(job)
+        stored = backend.stored_definition(job)
+        if stored is not None and records:
+            check_same_study(stored, json.loads(json.dumps(job.definition, default=str)), job.study_name)
+        elif stored != job.definition:  # a new study, or one whose runs never trained a trial (a bad data path)
+            backend.keep_definition(job)
+        return count_finished(records)
 
     def finished_trials(self) -> int:
         """The study's finished trials, as its store holds them now (a worker joins a prepared study)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import socket
 import sys
 
 from hpsearch.errors import HPSearchError
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"storage={redact_text(args.storage)}: the proxy fronts a database URL, e.g. postgresql://user@db-host/hpsearch"
             )
         require("grpc", "python -m hpsearch.storage_proxy", "grpcio", "grpc")
+        _check_port_free(args.host, args.port)
         storage = open_storage(args.storage)
     except HPSearchError as error:
         print(f"hpsearch.storage_proxy: error: {error}", file=sys.stderr)
@@ -45,6 +47,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"hpsearch.storage_proxy: serving {redact_text(args.storage)} on grpc://{args.host}:{args.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         run_grpc_proxy_server(storage, host=args.host, port=args.port)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """gRPC listens with ``SO_REUSEPORT``, so a second proxy on a port in use would start, and the kernel would
+    split the workers between the two; a plain bind (which any listener refuses) tells first."""
+    from hpsearch.errors import ConfigError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no user
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigError(
+                f"--port {port}: {host}:{port} is in use ({error.strerror}); is a proxy already serving there? "
+                "pick another --port"
+            ) from None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ def _payloads(data: bytes) -> Iterator[bytes]:
             offset += BLOCK - offset % BLOCK
             continue
         checksum, length, kind = CHUNK.unpack_from(data, offset)
+        if offset + CHUNK.size + length > len(data):  # a chunk still being written: the run is open
+            break
         body = data[offset + CHUNK.size : offset + CHUNK.size + length]
         offset += CHUNK.size + length
         if kind == 0 and length == 0:
@@ -104,7 +107,34 @@ def read_run_file(path: Path) -> RunFile:
     return run
 
 
+def read_closed_run(path: Path, timeout_s: float = 30.0) -> RunFile:
+    """The run file at ``path`` once W&B has written its exit record: ``run.finish()`` returns before the
+    service has flushed an offline run file, and a run read earlier misses its summary."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = read_run_file(path) if path.exists() else None
+        if run is not None and run.exit_code is not None:
+            return run
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"W&B did not close its run file {path} within {timeout_s:.0f} s")
+        time.sleep(0.02)
+
+
 def read_runs(folder: Path) -> list[RunFile]:
     """Every run file under ``folder`` (a ``wandb`` directory), oldest first."""
     files = sorted(folder.glob("offline-run-*/run-*.wandb")) + sorted(folder.glob("run-*/run-*.wandb"))
     return sorted((read_run_file(path) for path in files), key=lambda run: run.start_time)
+
+
+def merged_runs(folder: Path) -> list[RunFile]:
+    """One ``RunFile`` per run, oldest first: a resumed run's later files (tags, a closing state) update its
+    first one, as ``wandb sync`` applies them."""
+    runs: dict[str, RunFile] = {}
+    for run in read_runs(folder):
+        first = runs.setdefault(run.run_id, run)
+        if first is not run:
+            first.summary.update(run.summary)
+            first.history += run.history
+            first.tags = run.tags or first.tags
+            first.exit_code = run.exit_code if run.exit_code is not None else first.exit_code
+    return list(runs.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -77,6 +78,12 @@ def compose_config(overrides: Sequence[str], workdir: Path) -> DictConfig:
         )
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -91,8 +98,11 @@ def run_command(command: Sequence[str], cwd: Path, timeout: float, **env: str) -
 
 
 def run_cli(args: Sequence[str], cwd: Path, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m hpsearch ARGS`` in ``cwd``, with tests/ importable for helper model_init targets."""
-    return run_command([sys.executable, "-m", "hpsearch", f"hydra.run.dir={cwd / 'run'}", *args], cwd, timeout, **env)
+    """``python -m hpsearch ARGS`` in ``cwd``, with tests/ importable for helper model_init targets; a leading
+    ``-m`` stays first, where Hydra's parser wants it."""
+    multirun = ["-m"] if list(args[:1]) == ["-m"] else []
+    command = [sys.executable, "-m", "hpsearch", *multirun, f"hydra.run.dir={cwd / 'run'}", *args[len(multirun) :]]
+    return run_command(command, cwd, timeout, **env)
 
 
 def wandb_env(server: WandbStandIn) -> dict[str, str]:

@@ -10,9 +10,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import cli_env, run_command
+from support import cli_env, read_trials, run_command
 
 SMOKE = ["experiment=smoke"]
 HPSEARCH_SMOKE = [sys.executable, "-m", "hpsearch", *SMOKE]
@@ -24,7 +25,10 @@ def test_smoke_search_from_another_directory(
     done = cli(*SMOKE, "n_trials=3", "study_name=cli-smoke")
     assert done.returncode == 0, done.stderr
     assert "best trial" in done.stdout
-    assert "trials: 100%" in done.stderr and "3/3" in done.stderr
+    assert "\r" not in done.stderr + done.stdout  # not a terminal: no bar frames, one line per trial instead
+    assert "(3/3 finished, best eval_accuracy=" in done.stdout
+    logged = (tmp_path / "run" / "__main__.log").read_text()
+    assert logged.count("trial COMPLETE") == 3
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert set(best) == {"trial", "objective", "hyperparameters", "metrics"}
     assert (tmp_path / ".hpsearch" / "cli-smoke.log").is_file()  # the default storage: optuna's journal file per study
@@ -36,7 +40,7 @@ def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.Completed
         *SMOKE,
         "n_trials=1",
         f"+training.hub_token={secret}",
-        "+notes=postgresql://bob:hunter2@db/x",
+        "+data.notes=postgresql://bob:hunter2@db/x",
         WANDB_API_KEY=secret,
     )
     assert done.returncode == 0, done.stderr
@@ -80,6 +84,9 @@ BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
         "Could not override 'training.learnin_rate'; To append to your config use +training.learnin_rate=0.1; Key 'learnin_rate' is not in struct",
     ),
     (["+training.learnin_rate=0.1"], "training.learnin_rate: not a TrainingArguments field"),
+    (["n_trial=3"], "n_trial: not a config key; did you mean 'n_trials'?"),
+    (["+n_trial=3"], "n_trial: not a config key; did you mean 'n_trials'?"),
+    (["+seeds=1"], "seeds: not a config key; did you mean 'seed'?"),
     (["storage=postgresql://u:pw@127.0.0.1:9/none"], "storage: cannot open postgresql://u:***@127.0.0.1:9/none"),
     (
         ["storage=grpc://127.0.0.1:9"],
@@ -91,6 +98,11 @@ BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
     (["training.learning_rate=abc"], "training.learning_rate: 'abc' is not a valid float; fix the value"),
     (["training.use_cpu=maybe"], "training.use_cpu: 'maybe' is not a valid bool; fix the value"),
     (["training.per_device_train_batch_size=1.5"], "training.per_device_train_batch_size: 1.5 is not a valid int"),
+    (
+        ["+model.tokenizer.vocab=9"],
+        "model.tokenizer: cannot instantiate 'hpsearch.model.wordpiece_tokenizer' (TypeError: "
+        "wordpiece_tokenizer() got an unexpected keyword argument 'vocab')",
+    ),
 ]
 EXIT_CODES = {
     "storage=postgresql://u:pw@127.0.0.1:9/none": 3,
@@ -374,3 +386,124 @@ def test_compare_help_shows_no_markup(tmp_path: Path) -> None:
     done = run_command([sys.executable, "-m", "hpsearch", "compare", "--help"], tmp_path, timeout=60)
     assert done.returncode == 0 and "searches side by side" in done.stdout
     assert "``" not in done.stdout
+
+
+def test_smoke_trains_on_the_readmes_split_file_mapping(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """``data.source={train: ..., validation: ...}``: the data and the smoke tokenizer's corpus read the files."""
+    import gzip
+
+    import hpsearch
+
+    rows = gzip.decompress((Path(hpsearch.__file__).parent / "resources" / "rotten_tomatoes.csv.gz").read_bytes())
+    lines = rows.decode().splitlines()
+    (tmp_path / "train.csv").write_text("\n".join(lines[:301]) + "\n")
+    (tmp_path / "validation.csv").write_text("\n".join([lines[0], *lines[301:338]]) + "\n")
+    done = cli(
+        *SMOKE,
+        "n_trials=1",
+        f"data.source={{train: {tmp_path / 'train.csv'}, validation: {tmp_path / 'validation.csv'}}}",
+        "data.eval_split=validation",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "data.eval_size=128: the split has only 37 rows; using all of them" in done.stderr + done.stdout
+    assert [row["state"] for row in read_trials(tmp_path / "run")] == ["COMPLETE"]
+
+
+def test_a_grid_that_runs_out_before_n_trials_exits_6(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    done = cli(
+        *SMOKE,
+        "n_trials=3",
+        "backend.sampler=grid",
+        "~space",
+        "+space={per_device_train_batch_size:{type:categorical,choices:[16,32]}}",
+    )
+    assert done.returncode == 6, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "hpsearch: error: n_trials=3: the search ended with 2 finished trials: the backend has no more to suggest "
+        "(a grid, or a space of few points, ran out); widen the space or lower n_trials"
+    )
+    assert [row["state"] for row in read_trials(tmp_path / "run")] == ["COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.parametrize("backend", ["optuna", "wandb"])
+def test_a_rerun_that_changes_what_defines_the_study_is_a_config_error(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Separate commands on one study_name: another model is refused, more trials resume it. optuna keeps the
+    definition in the study; the others (here W&B's offline engine) beside the study's state."""
+    search = [*SMOKE, f"backend={backend}", *(["backend.method=random"] if backend == "wandb" else [])]
+    for name in ("WANDB_BASE_URL", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    first = cli(*search, "n_trials=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    changed = cli(*search, "n_trials=1", "data.train_size=200", "model.model_init.hidden_size=32")
+    assert changed.returncode == 2
+    assert changed.stderr.strip().splitlines()[-1] == (
+        "hpsearch: error: model.model_init.hidden_size: study_name=smoke was searched with 64, this run has 32; "
+        "keep the study's model.model_init.hidden_size, or start a new study with study_name=smoke-2"
+    )
+    more = cli(*search, "n_trials=2", "progress=false", "workers=1")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert len(read_trials(tmp_path / "run")) == 2
+
+
+def test_on_a_terminal_the_first_line_comes_at_once_and_the_running_trial_shows_its_steps(tmp_path: Path) -> None:
+    """Under a pseudo-terminal, as a user runs it: a line before the slow imports, then the trials bar and the
+    running trial's steps bar with its latest evaluation."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    command = [*HPSEARCH_SMOKE, "n_trials=1", "training.eval_strategy=steps", "training.eval_steps=4"]
+    command += [f"hydra.run.dir={tmp_path / 'run'}"]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the command, on a 40x120 terminal (a new pseudo-terminal has no size)
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.chdir(tmp_path)
+        os.execvpe(command[0], command, cli_env())
+    started, output, first_at = time.monotonic(), b"", None
+    while True:
+        ready, _, _ = select.select([terminal], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+        if first_at is None and b"loading libraries, model and data" in output:
+            first_at = time.monotonic() - started
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-3000:]
+    assert first_at is not None and first_at < 5, text[:500]  # before transformers is imported
+    assert "trials:" in text and "steps:" in text and "eval_accuracy=" in text
+
+
+def test_a_run_that_fails_on_its_config_leaves_nothing_behind(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    done = cli(*SMOKE, "data.source=/no/such/file.csv")
+    assert done.returncode == 2
+    assert not (tmp_path / "run").exists()  # no folder holding only .hydra/ and an empty log
+    assert not [path for path in tmp_path.glob(".hpsearch/**/*") if path.is_file()]  # nor an empty journal file
+
+
+def test_unknown_top_level_keys_are_refused_through_the_python_api_too(make_config: Callable[..., Any]) -> None:
+    from hpsearch.app import run
+    from hpsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^n_trial: not a config key; did you mean 'n_trials'\?$"):
+        run(make_config("experiment=smoke", "+n_trial=3"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import POSTGRES_URL, cli_env, read_trials, requires, run_command
+from support import POSTGRES_URL, cli_env, free_port, read_trials, requires, run_command
 
 pytestmark = requires(postgres=True)
 SHARED = ["experiment=smoke", "data.train_size=128", "data.eval_size=64"]
@@ -116,12 +116,6 @@ def test_killed_command_trial_is_retried_by_the_survivor(tmp_path: Path) -> None
     assert len(finished_rows(tmp_path / "survivor")) == 5
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _loopback(ip: str) -> bool:
     """127.0.0.1, also as gRPC's dual-stack socket shows it (``::ffff:127.0.0.1``)."""
     address = ipaddress.ip_address(ip)
@@ -132,7 +126,7 @@ def _loopback(ip: str) -> bool:
 def test_workers_through_the_grpc_storage_proxy(tmp_path: Path) -> None:
     import psutil
 
-    port = _free_port()
+    port = free_port()
     proxy = subprocess.Popen(
         [sys.executable, "-m", "hpsearch.storage_proxy", POSTGRES_URL, "--port", str(port)],
         env=cli_env(),
@@ -187,3 +181,110 @@ def test_submitit_local_job_array_shares_one_study(tmp_path: Path) -> None:
     jobs = [tmp_path / "multirun" / str(index) for index in (0, 1)]
     assert all((job / "trials.csv").is_file() for job in jobs)  # each array task wrote its results files
     assert max(len(finished_rows(job)) for job in jobs) == 4
+
+
+@pytest.mark.slow
+def test_a_stopped_command_whose_trial_went_stale_drops_it_when_resumed(tmp_path: Path) -> None:
+    """SIGSTOP (SLURM suspend, a partition): meanwhile another command fails the trial as stale and trains its
+    retry; after SIGCONT the first one's result is dropped, not told over the failed trial, and it goes on."""
+    study = f"stopped-{uuid.uuid4().hex[:8]}"
+    heartbeat = ["backend.heartbeat_interval_s=1", "backend.grace_period_s=3", "n_trials=3", *LONG_TRIALS]
+    stopped = start(command(study, tmp_path / "stopped", *heartbeat), tmp_path)
+    try:
+        deadline, held = time.monotonic() + 180, None
+        while held is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            try:
+                held = next((t for t in load(study).trials if t.state.name == "RUNNING"), None)
+            except KeyError:  # the study does not exist yet
+                continue
+        assert held is not None, "the first command never started a trial"
+        os.kill(stopped.pid, signal.SIGSTOP)
+        time.sleep(5)  # past the grace period: its trial is stale now
+        other = run_command(command(study, tmp_path / "other", *heartbeat), tmp_path, timeout=300)
+        assert other.returncode == 0, other.stderr[-3000:]
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+    _, stderr = stopped.communicate(timeout=300)
+    assert stopped.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr and "UpdateFinishedTrialError" not in stderr
+    assert_complete_study(study, 3)
+    assert load(study).trials[held.number].state.name == "FAIL"
+
+
+@pytest.mark.slow
+@requires("psutil")
+def test_chaos_two_worker_pools_under_random_kills_end_with_exactly_n_trials(tmp_path: Path) -> None:
+    """Two commands of ``workers=2`` on one 24-trial PostgreSQL study; at random, ``kill -9`` a worker (its
+    launcher restarts it) or a whole command (its process group, as a lost node; it is started again)."""
+    import random
+
+    import psutil
+
+    study, n_trials, kills = f"chaos-{uuid.uuid4().hex[:8]}", 24, 12
+    args = [
+        *LONG_TRIALS,
+        "workers=2",
+        f"n_trials={n_trials}",
+        "max_failures=100",  # every kill fails a trial: none of them is the search's fault
+        "max_worker_restarts=100",
+        "backend.heartbeat_interval_s=1",
+        "backend.grace_period_s=3",
+        "backend.wait_s=120",
+        "progress=false",
+    ]
+    starts = iter(range(100))
+
+    def launch() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            command(study, tmp_path / f"run-{next(starts)}", *args),
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a process group per command: a "node" to kill at once
+        )
+
+    def running_pids() -> set[int]:
+        try:
+            return {t.user_attrs.get("worker_pid") for t in load(study).trials if t.state.name == "RUNNING"}
+        except KeyError:  # the study does not exist yet
+            return set()
+
+    chooser = random.Random(7)
+    commands = [launch(), launch()]
+    sent, deadline = 0, time.monotonic() + 420
+    while sent < kills and time.monotonic() < deadline and any(process.poll() is None for process in commands):
+        time.sleep(chooser.uniform(1.0, 3.0))
+        training = {}  # command -> its workers training a trial now: every kill fails a running trial
+        running = running_pids()
+        for process in commands:
+            try:
+                children = psutil.Process(process.pid).children() if process.poll() is None else []
+            except psutil.Error:  # it ended meanwhile
+                continue
+            if workers := [child.pid for child in children if child.pid in running]:
+                training[process.pid] = (process, workers)
+        if not training:
+            continue
+        target, workers = training[chooser.choice(sorted(training))]
+        if chooser.random() < 0.6:
+            os.kill(chooser.choice(workers), signal.SIGKILL)
+        else:  # a lost node: the command and its workers at once, and the node comes back
+            os.killpg(target.pid, signal.SIGKILL)
+            target.communicate()
+            commands[commands.index(target)] = launch()
+        sent += 1
+    assert sent >= 10, f"only {sent} kills before the search ended"
+    for process in commands:
+        _, stderr = process.communicate(timeout=max(60.0, deadline - time.monotonic()))
+        assert process.returncode == 0, stderr[-3000:]
+    assert_complete_study(study, n_trials)
+    retried = [t.system_attrs["failed_trial"] for t in load(study).trials if "failed_trial" in t.system_attrs]
+    finished_retries = [
+        t.system_attrs["failed_trial"]
+        for t in load(study).trials
+        if "failed_trial" in t.system_attrs and t.state.name == "COMPLETE"
+    ]
+    assert len(finished_retries) == len(set(finished_retries)) and retried  # each retry completed at most once

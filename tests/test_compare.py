@@ -126,8 +126,9 @@ def test_multirun_searches_are_compared_in_one_command(tmp_path: Path, sweep: li
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
     assert len(rows) == 2 and [row["complete"] for row in rows] == ["2", "2"]
-    values = sweep[0].split("=")[1].split(",")
+    key, values = sweep[0].split("=")[0], sweep[0].split("=")[1].split(",")
     assert [row["backend" if sweep[0].startswith("backend=") else "method"] for row in rows] == values
+    assert [row["search"] for row in rows] == [f"{key}={value}" for value in values]  # what differs, not a time
 
 
 def test_rerunning_a_finished_study_says_so(cli: CLI, tmp_path: Path) -> None:
@@ -211,3 +212,78 @@ def test_a_study_keeps_its_objective(cli: CLI, tmp_path: Path) -> None:
         "hpsearch: error: study_name=kept: the stored study optimises [('eval_loss', 'minimize')], not "
         "[('eval_accuracy', 'maximize')]; choose another study_name"
     ) in other.stderr
+
+
+def test_compare_a_sqlite_study_resumed_with_a_narrower_space(tmp_path: Path) -> None:
+    """The README's ``old.db``: a SQLite file given to ``--study``; its study was resumed with a narrower
+    learning-rate range, has a ``None`` choice, and one surplus trial (asked past the budget, never trained)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from hpsearch.backends.optuna.source import SURPLUS
+
+    study = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path / 'old.db'}", direction="minimize")
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        study.set_metric_names(["eval_loss"])
+    scheduler = CategoricalDistribution([None, "linear"])
+    for lr, high, schedule, loss in [(5e-3, 1e-2, None, 0.5), (5e-4, 1e-3, "linear", 0.4), (2e-4, 1e-3, None, 0.6)]:
+        params = {"learning_rate": lr, "lr_scheduler_type": schedule}
+        distributions = {"learning_rate": FloatDistribution(1e-4, high, log=True), "lr_scheduler_type": scheduler}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=loss))
+    surplus = study.ask()
+    study._storage.set_trial_system_attr(surplus._trial_id, SURPLUS, True)
+    study.tell(surplus, state=optuna.trial.TrialState.FAIL)
+
+    done = compare("--study", str(tmp_path / "old.db"), "old", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = csv.DictReader((tmp_path / "out" / "comparison.csv").open())
+    assert (row["complete"], row["failed"], row["best eval_loss"]) == ("3", "0", "0.4")
+    assert "lr_scheduler_type=linear" in row["best hyperparameters"]
+    assert {path.name for path in (tmp_path / "out").glob("*.png")} >= {"importance.png", "parallel_0.png"}
+
+
+def test_a_none_choice_is_read_back_from_a_run_directory(tmp_path: Path) -> None:
+    import yaml
+
+    from hpsearch.compare.searches import read_run_dir
+    from hpsearch.config import config_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {
+        "study_name": "s",
+        "backend": yaml.safe_load((config_dir() / "backend" / "optuna.yaml").read_text()),
+        "objective": {"objectives": [{"metric": "eval_loss", "direction": "minimize"}]},
+        "space": {"lr_scheduler_type": {"type": "categorical", "choices": [None, "linear"]}},
+    }
+    (run / "config.yaml").write_text(json.dumps(config))
+    (run / "trials.csv").write_text(
+        "number,state,objective,lr_scheduler_type,duration_s,finished_at,error\n"
+        "0,COMPLETE,0.5,,1.0,,\n1,COMPLETE,0.4,linear,1.0,,\n2,FAIL,,,1.0,,boom\n"
+    )
+    search = read_run_dir(run)
+    assert [trial.params for trial in search.trials] == [
+        {"lr_scheduler_type": None},
+        {"lr_scheduler_type": "linear"},
+        {},
+    ]
+
+
+LABELS = [  # (each search's overrides, the labels they get)
+    ([["backend=optuna", "n_trials=2"], ["backend=ray", "n_trials=2"]], ["backend=optuna", "backend=ray"]),
+    ([["seed=1", "x=1"], ["seed=2", "x=1"], ["seed=2", "x=2"]], ["seed=1 x=1", "seed=2 x=1", "seed=2 x=2"]),
+    ([["n_trials=2"], ["n_trials=2"]], ["a", "b"]),  # nothing tells them apart: their folder labels stay
+    ([["hydra.run.dir=/a"], ["hydra.run.dir=/b"]], ["a", "b"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "labels"), LABELS)
+def test_searches_are_labelled_by_what_differs(overrides: list[list[str]], labels: list[str]) -> None:
+    from hpsearch.compare.searches import Search, label_by_differences
+
+    searches = [
+        Search(f"{name}", "s", "optuna", "tpe", ["minimize"], ["eval_loss"], [], overrides=given)
+        for name, given in zip("abc", overrides, strict=False)
+    ]
+    label_by_differences(searches)
+    assert [search.label for search in searches] == labels

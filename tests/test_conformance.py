@@ -6,11 +6,14 @@ SigOpt samples through sigoptlite, SigOpt's own optimizer; W&B through W&B's own
 from __future__ import annotations
 
 import math
+import subprocess
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support import requires
+from support import read_trials, requires
 
 from hpsearch.backends import BACKENDS, get_backend
 from hpsearch.backends.base import SamplesNatively
@@ -69,3 +72,25 @@ def test_log_scale_spreads_over_decades(samples: list[dict[str, Any]]) -> None:
     assert min(decades.values()) > N / 4 * 0.4  # roughly evenly: log-uniform, not uniform
     widths = [s["width"] for s in samples]
     assert sum(w < 64 for w in widths) > N / 4  # uniform on [8, 512] would put ~11% below 64
+
+
+SEARCHES = {  # backend -> a random search of it (W&B's own: tests/test_wandb.py, offline, 1 and 2 workers)
+    "optuna": ["backend=optuna", "backend.sampler=random"],
+    "ray": ["backend=ray"],
+    "sigopt": ["backend=sigopt", "backend.driver=lite"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", [pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in SEARCHES]
+)
+def test_every_trial_of_a_search_gets_new_hyperparameters(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
+) -> None:
+    """The trial path, not ``sample()``: transformers' ``set_seed`` resets the global generators every trial,
+    which a sampler drawing from them would replay."""
+    done = cli("experiment=smoke", "n_trials=4", *SEARCHES[backend], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_trials(tmp_path / "run")
+    assert len(rows) == 4 and len({row["learning_rate"] for row in rows}) == 4, rows

@@ -80,7 +80,9 @@ def test_a_trial_pruned_on_rank_zero_stops_on_every_rank(tmp_path: Path) -> None
 
 def test_exception_on_both_ranks_fails_the_trial_and_the_search_goes_on(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke", "n_trials=2", *FAILING_MODEL)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # Both grid points tried, one failed: one trial short of n_trials. torchrun names rank 0's code, exits 1.
+    assert done.returncode == 1 and "failed (exitcode: 6) local_rank: 0" in done.stderr, done.stderr[-3000:]
+    assert "hpsearch: error: n_trials=2: the search ended with 1 finished trials" in done.stderr
     states = {float(row["hidden_dropout_prob"]): row["state"] for row in read_trials(tmp_path / "run")}
     assert states == {0.0: "COMPLETE", 0.1: "FAIL"}
     assert_ranks_agree(tmp_path / "run", 2)

@@ -148,9 +148,10 @@ def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
         "n_trials=2",
         "backend.scheduler=pbt",
         "training.eval_strategy=steps",
-        "training.eval_steps=2",
-        "training.num_train_epochs=2",
-        "++backend.scheduler_kwargs={quantile_fraction:0.5,synch:true}",
+        "training.eval_steps=4",
+        "training.num_train_epochs=3",
+        "data.train_size=512",  # trials long enough to overlap: asynchronous PBT compares the running ones
+        "++backend.scheduler_kwargs={quantile_fraction:0.5}",  # Ray's synch mode once left both trials PAUSED
         "~space",
         "+space={learning_rate:{type:float,low:1e-4,high:1e-2,log:true}}",
         "objective=loss",
@@ -258,3 +259,28 @@ def test_local_runtime_keeps_its_files_private_and_needs_a_token_beyond_loopback
     assert not (scratch / "ray").exists()  # not Ray's shared default temp folder
     assert not list(scratch.glob("hpsearch-ray-*"))  # and the private one is gone
     shutil.rmtree(scratch)
+
+
+@pytest.mark.slow
+def test_raising_n_trials_and_failed_trials_get_a_further_experiment(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """A Ray experiment cannot grow: the missing trials run as ``smoke+1``, reseeded, so no draw is replayed."""
+    from support import FAILING_MODEL
+
+    random_failures = [override for override in FAILING_MODEL if override != "backend.sampler=grid"]
+    space = "+space={hidden_dropout_prob:{type:categorical,choices:[0.0,0.1]},learning_rate:{type:float,low:1e-4,high:1e-2,log:true}}"
+    overrides = ["experiment=smoke", "backend=ray", "seed=3", *random_failures[:-1], space]
+    first = cli(*overrides, "n_trials=2", f"hydra.run.dir={tmp_path / 'first'}", timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    first_rows = read_trials(tmp_path / "first")
+    assert sum(row["state"] == "COMPLETE" for row in first_rows) == 2
+    assert any(row["state"] == "FAIL" for row in first_rows), first_rows  # seed=3 draws a failing trial
+    second = cli(*overrides, "n_trials=3", f"hydra.run.dir={tmp_path / 'second'}", timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows = read_trials(tmp_path / "second")
+    assert rows[: len(first_rows)] == first_rows
+    assert sum(row["state"] == "COMPLETE" for row in rows) == 3
+    assert len({row["learning_rate"] for row in rows}) == len(rows)
+    experiments = sorted(path.name for path in (tmp_path / ".hpsearch" / "ray" / "smoke").iterdir())
+    assert experiments[0] == "smoke" and experiments[1] == "smoke+1", experiments

@@ -13,7 +13,8 @@ import yaml
 from omegaconf import DictConfig
 from support import FAILING_MODEL, read_trials
 
-from hpsearch.app import SearchAborted, run
+from hpsearch.app import run
+from hpsearch.errors import SearchAborted, SearchIncomplete
 from hpsearch.results import BEST_JSON, BEST_YAML
 
 
@@ -96,13 +97,15 @@ def test_rerun_from_best_yaml_trains_exactly_the_best_hyperparameters(
     assert again.best.values == pytest.approx(first.best.values)
 
 
-def test_failing_trial_is_recorded_and_search_completes(make_config: Callable[..., DictConfig]) -> None:
+def test_failing_trial_is_recorded_and_the_search_goes_on(make_config: Callable[..., DictConfig]) -> None:
+    """Both grid points are tried; with one failed, the grid runs out one trial short of n_trials=2."""
     cfg = make_config("experiment=smoke", "n_trials=2", *FAILING_MODEL)
-    result = run(cfg)
+    with pytest.raises(SearchIncomplete, match=r"n_trials=2: the search ended with 1 finished trials: .* grid"):
+        run(cfg)
     rows = {float(row["hidden_dropout_prob"]): row for row in read_trials(Path(cfg.run_dir))}
     assert rows[0.1]["state"] == "FAIL" and rows[0.1]["objective"] == ""
     assert rows[0.0]["state"] == "COMPLETE"
-    assert result.best.params["hidden_dropout_prob"] == 0.0
+    assert json.loads((Path(cfg.run_dir) / "best.json").read_text())["hyperparameters"]["hidden_dropout_prob"] == 0.0
 
 
 def test_too_many_failures_stop_the_search(make_config: Callable[..., DictConfig]) -> None:
@@ -117,7 +120,8 @@ def test_nan_objective_is_a_failed_trial(make_config: Callable[..., DictConfig])
         o.replace("failing_tiny_bert", "nan_tiny_bert").replace("fail_when", "nan_when") for o in FAILING_MODEL
     ]
     cfg = make_config("experiment=smoke", "n_trials=2", "objective=loss", *overrides)
-    run(cfg)
+    with pytest.raises(SearchIncomplete):
+        run(cfg)
     states = {float(row["hidden_dropout_prob"]): row["state"] for row in read_trials(Path(cfg.run_dir))}
     assert states == {0.0: "COMPLETE", 0.1: "FAIL"}
 
@@ -181,15 +185,16 @@ def test_objective_from_the_last_or_the_best_evaluation(
 
 
 def test_failed_trials_are_replaced_until_n_trials_finished(
-    make_config: Callable[..., DictConfig], capsys: pytest.CaptureFixture[str]
+    make_config: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
     """One process, optuna: a failed trial does not count towards n_trials, so another one runs in its place, and
-    the progress bar counts finished trials only (it never runs past n_trials)."""
+    the progress counts finished trials only (it never runs past n_trials)."""
     random_failures = [override for override in FAILING_MODEL if override != "backend.sampler=grid"]
     overrides = ["n_trials=3", "max_failures=10", "backend.sampler=random", "progress=true", *random_failures]
     cfg = make_config("experiment=smoke", *overrides)
-    states = [trial.state.value for trial in run(cfg).trials]
+    with caplog.at_level("INFO", logger="hpsearch.progress"):
+        states = [trial.state.value for trial in run(cfg).trials]
     assert states.count("COMPLETE") == 3 and "FAIL" in states, states
     assert [row["state"] for row in read_trials(Path(cfg.run_dir))] == states
-    counts = [int(done) for done, total in re.findall(r"(\d+)/(\d+) \[", capsys.readouterr().err) if total == "3"]
-    assert counts and max(counts) == 3
+    counts = [int(done) for done in re.findall(r"\((\d+)/3 finished", caplog.text)]
+    assert counts == sorted(counts) and len(counts) == len(states) and max(counts) == 3  # a FAIL line adds none

@@ -117,7 +117,10 @@ def test_grid_sweep_stops_when_the_grid_is_exhausted(
         "+space={per_device_train_batch_size:{type:categorical,choices:[16,32]}}",
         **wandb_env(wandb_server),
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 6, done.stderr[-3000:]
+    assert (
+        "hpsearch: error: n_trials=10: the search ended with 2 finished trials: the backend has no more" in done.stderr
+    )
     rows = read_trials(tmp_path / "run")
     assert sorted(row["per_device_train_batch_size"] for row in rows) == ["16", "32"]
 
@@ -188,7 +191,7 @@ def test_no_secret_reaches_the_wandb_run_files(
         "backend.method=random",
         "n_trials=1",
         "storage=postgresql://bob:hunter2@127.0.0.1:9/studies",
-        '+notes="api_token=sk-live-42"',
+        '+data.notes="api_token=sk-live-42"',
         **wandb_env(wandb_server),
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -329,3 +332,80 @@ def test_objective_is_the_last_evaluation_not_the_best_of_the_in_training_ones(
         assert float(row["objective"]) == evaluations[-1]
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert best["objective"] == min(float(row["objective"]) for row in rows)
+
+
+def test_a_finished_offline_run_is_read_back_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run.finish()`` returns before W&B's service has flushed an offline run file; the results and the next
+    sweep suggestion read the files right after, so every finished run must already be whole there."""
+    import wandb
+
+    from hpsearch.tracking.wandb import finish_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for index in range(20):
+        run = wandb.init(project="flush", dir=str(tmp_path), reinit="create_new", config={"index": index})
+        run.log({"eval_loss": 0.5})
+        run.summary["hpsearch/state"] = "COMPLETE"
+        finish_run(run)
+        runs = read_runs(tmp_path / "wandb")
+        assert len(runs) == index + 1
+        assert all(run.exit_code == 0 and run.summary.get("hpsearch/state") == "COMPLETE" for run in runs), index
+
+
+def test_a_run_file_still_being_written_reads_as_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another worker's run file is read while W&B appends to it: a cut-off last chunk means "not closed yet"."""
+    import wandb
+
+    from hpsearch.tracking.wandb import finish_run
+    from hpsearch.wandb_files import read_run_file
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="cut", dir=str(tmp_path), config={"index": 1})
+    run.log({"eval_loss": 0.5})
+    finish_run(run)
+    [path] = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    whole = path.read_bytes()
+    assert read_run_file(path).exit_code == 0
+    for cut in (len(whole) - 1, len(whole) * 2 // 3, 40):
+        path.write_bytes(whole[:cut])
+        assert read_run_file(path).exit_code is None
+
+
+@pytest.mark.slow
+def test_a_killed_workers_run_is_closed_as_failed_in_the_offline_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """W&B buffers an offline run file, so a killed worker's run may hold nothing yet: the launcher closes it as
+    failed under its id, with its hyperparameters, as W&B's server marks a run whose heartbeat stopped."""
+    import os
+    import signal
+    import sys
+
+    from support import cli_env
+
+    from hpsearch.wandb_files import merged_runs
+
+    args = [sys.executable, "-m", "hpsearch", *LOCAL_RANDOM_SWEEP, "workers=2", "n_trials=4", "data.train_size=400"]
+    args += ["training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = cli_env(**offline_without_server(monkeypatch))
+    launcher = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / ".hpsearch" / "wandb" / "smoke"
+    victim, deadline = None, time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline and launcher.poll() is None:
+        time.sleep(0.3)
+        markers = sorted((folder / "hpsearch-open").glob("*.json")) if folder.is_dir() else []
+        if markers:
+            run_id, victim = markers[0].stem, json.loads(markers[0].read_text())["pid"]
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stderr[-3000:]
+    runs = {run.run_id: run for run in merged_runs(folder / "wandb") if run.run_id}
+    assert all(run.exit_code is not None for run in runs.values())  # nothing left open
+    assert runs[run_id].summary["hpsearch/state"] == "FAIL" and runs[run_id].exit_code == 1
+    assert runs[run_id].summary["hpsearch/error"] == f"its worker process {victim} died"
+    rows = read_trials(tmp_path / "run")
+    assert [row["state"] for row in rows].count("COMPLETE") == 4 and "FAIL" in [row["state"] for row in rows]
+    assert not list((folder / "hpsearch-open").glob("*.json"))

@@ -90,7 +90,7 @@ def test_two_workers_train_exactly_n_trials_of_one_search(
     assert done.returncode == 0, done.stderr[-3000:]
     assert_shared_search(tmp_path / "run", 4)
     assert not (tmp_path / "run" / "budget.json").exists()  # the workers' claims are not a result
-    assert "4/4" in done.stderr  # one progress display over the whole search
+    assert "(4/4 finished" in done.stdout  # one progress display over the whole search
     # Whichever worker trained the best trial saved its model; the other worker's offers did not replace it.
     kept = json.loads((tmp_path / "run" / "best_model" / "hpsearch_best.json").read_text())
     assert kept["values"] == [json.loads((tmp_path / "run" / "best.json").read_text())["objective"]]

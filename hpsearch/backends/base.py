@@ -22,6 +22,9 @@ through one lifecycle and never names a backend:
 6. ``records(job)`` again, then ``pareto_numbers(job, records)`` for several objectives; the orchestration writes
    the results files from them, then calls ``finish(job, result)`` (e.g. to tag the best trial's run).
 
+After ``prepare``, the orchestration compares ``stored_definition(job)`` with ``job.definition`` (a rerun with
+another space, objectives, model or data is a config error) and, for a new study, calls ``keep_definition``.
+
 Also: ``abandon(job, pid)`` when a worker process died (its RUNNING trial must be failed), ``method(settings)``
 for comparisons. ``records`` stands alone: it reads the backend's own store, never state left on the instance,
 so it also works in a fresh process, after a crash, or with ``results_only=true``.
@@ -41,7 +44,7 @@ import socket
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
@@ -86,6 +89,7 @@ class SearchJob(Generic[SettingsT]):
     run_dir: Path
     settings: SettingsT  # the backend's own config group
     workers: int = 1  # processes training this search's trials at once on this machine
+    definition: Mapping[str, Any] = field(default_factory=dict)  # what defines the study (hpsearch.definition)
 
     @property
     def shared(self) -> bool:
@@ -157,6 +161,21 @@ class Backend(ABC, Generic[SettingsT]):
 
     def abandon(self, job: SearchJob[SettingsT], pid: int) -> None:
         """Worker process ``pid`` died: record the trial it was training as failed, where the store can."""
+
+    def stored_definition(self, job: SearchJob[SettingsT]) -> dict[str, Any] | None:
+        """What defined the study when it was created (``keep_definition``); None for a new study. By default
+        ``<storage_dir>/definitions/<backend>-<study_name>.json``; a backend whose store is shared between
+        machines keeps it there instead."""
+        path = self._definition_file(job)
+        return dict(json.loads(path.read_text())) if path.is_file() else None
+
+    def keep_definition(self, job: SearchJob[SettingsT]) -> None:
+        path = self._definition_file(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(job.definition, sort_keys=True, default=str))
+
+    def _definition_file(self, job: SearchJob[SettingsT]) -> Path:
+        return job.state_dir / "definitions" / f"{self.name}-{job.study_name}.json"
 
     def method(self, settings: SettingsT) -> str:
         """How this configuration searches, in a word or two (``tpe+median``, ``bayes``), for comparisons."""

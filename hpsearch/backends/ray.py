@@ -23,8 +23,9 @@ fixed                      the value itself
 =========================  ===================================================================
 
 The experiment lives in ``<storage_dir>/ray/<study_name>`` (linked as ``<run_dir>/ray``), so rerunning the same
-command restores it and runs only the trials still missing (unfinished ones start again; failed ones stay
-failed, and ``n_trials`` cannot grow on a restore). A local runtime listens on 127.0.0.1 only, with Ray's
+command restores it and runs only the trials still missing (unfinished ones start again). A Ray experiment
+cannot grow, so failed trials and a raised ``n_trials`` are made up by a further experiment
+(``<study_name>+1``, ...), reseeded, and with ``search_alg=optuna`` told the earlier results. A local runtime listens on 127.0.0.1 only, with Ray's
 token authentication on and a fresh token per run; its session files go to a private temp folder, removed
 afterwards. ``backend.address`` joins a cluster exactly as the user configured it. Schedulers (ASHA, median stopping, PBT) need in-training evaluation;
 under PBT every in-training evaluation also saves a checkpoint (transformers' Ray layout), an exploited
@@ -34,6 +35,7 @@ schedule is rebased onto the new rate), and only parameters that act during trai
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -48,10 +50,12 @@ from hpsearch.errors import BackendUnavailableError, ConfigError, TrialFailed, f
 from hpsearch.objective import Objectives
 from hpsearch.settings import Settings
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
-from hpsearch.trials import TrialOutcome, TrialRecord, TrialState, stored_trial
+from hpsearch.trials import TrialOutcome, TrialRecord, TrialState, count_finished, stored_trial
 
 if TYPE_CHECKING:
     from hpsearch.loop import TrialLoop
+
+log = logging.getLogger(__name__)
 
 SCHEDULERS = ("none", "asha", "median", "pbt")
 SEARCH_ALGORITHMS = ("basic", "optuna")
@@ -207,17 +211,28 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             )
         return {"none": FIFOScheduler, "asha": ASHAScheduler, "median": MedianStoppingRule}[name](**options)
 
-    def _search_alg(self, job: SearchJob[RaySettings]) -> Any:
+    def _search_alg(self, job: SearchJob[RaySettings], earlier: list[TrialRecord]) -> Any:
+        """A fresh search algorithm; after ``earlier`` trials, reseeded so it does not replay their draws, and
+        OptunaSearch told their results (Ray's random variants learn from none)."""
+        seed = job.seed + len(earlier)
         if job.settings.search_alg == "basic":
             from ray.tune.search.basic_variant import BasicVariantGenerator
 
-            return BasicVariantGenerator(random_state=job.seed)
+            return BasicVariantGenerator(random_state=seed)
         from ray.tune.search.optuna import OptunaSearch
 
+        complete = [record for record in earlier if record.is_complete]
+        told: dict[str, Any] = {}
+        if complete:
+            told["points_to_evaluate"] = [dict(record.params) for record in complete]
+            told["evaluated_rewards"] = [
+                record.complete_values[0] if not job.objectives.is_multi else list(record.complete_values)
+                for record in complete
+            ]
         names, modes = job.objectives.names, [MODES[d] for d in job.objectives.directions]
         if job.objectives.is_multi:
-            return OptunaSearch(metric=names, mode=modes, seed=job.seed)
-        return OptunaSearch(seed=job.seed)
+            return OptunaSearch(metric=names, mode=modes, seed=seed, **told)
+        return OptunaSearch(seed=seed, **told)
 
     @contextmanager
     def _ray_runtime(self, settings: RaySettings) -> Iterator[None]:
@@ -259,9 +274,6 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             if temp_dir is not None:
                 shutil.rmtree(temp_dir, ignore_errors=True)
 
-    def _experiment(self, job: SearchJob[RaySettings]) -> Path:
-        return self.keep_with_study(job, "ray") / job.study_name
-
     def method(self, settings: RaySettings) -> str:
         return method_name(settings.search_alg, settings.scheduler)
 
@@ -293,21 +305,48 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         )
         # Snapshot the experiment every second, so a killed search resumes from nearly where it stopped.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-        experiment = self._experiment(job)
+        experiments = self._experiments(job)
         global _driver
-        _driver = (job, loop)
         with self._ray_runtime(job.settings):
             _check_resources(resources)
             trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload), resources)
-            if tune.Tuner.can_restore(str(experiment)):
-                tuner = tune.Tuner.restore(
-                    str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=False
-                )
-            else:
-                tuner = self._new_tuner(job, trainable, experiment)
-            tuner.fit()
+            if experiments:  # the latest one may have been stopped midway: finish it first
+                _driver = (job, loop, len(self._records(job, experiments[:-1])))
+                tune.Tuner.restore(
+                    str(experiments[-1]), trainable=trainable, resume_unfinished=True, resume_errored=False
+                ).fit()
+            # A Ray experiment cannot grow: failed trials, or a raised n_trials, get an experiment of their own.
+            # Each one finishes or fails a trial at least, so the failure budget bounds this loop.
+            while not loop.stopped and (missing := job.n_trials - count_finished(records := self.records(job))) > 0:
+                experiment = self._experiment(job, len(experiments))
+                experiments.append(experiment)
+                if records:
+                    log.info(
+                        "backend=ray: %d more trials for n_trials=%d, as Ray experiment %s%s",
+                        missing,
+                        job.n_trials,
+                        experiment.name,
+                        ", its search told the earlier results" if job.settings.search_alg == "optuna" else "",
+                    )
+                _driver = (job, loop, len(records))
+                self._new_tuner(job, trainable, experiment, missing, records).fit()
+                if not self._records(job, [experiment]):
+                    break  # Ray ran no trial at all: nothing more will come of another try
 
-    def _new_tuner(self, job: SearchJob[RaySettings], trainable: Any, experiment: Path) -> Any:
+    def _experiment(self, job: SearchJob[RaySettings], index: int = 0) -> Path:
+        """The study's ``index``-th Ray experiment: ``<study_name>``, then ``<study_name>+1``, ..."""
+        return self.keep_with_study(job, "ray") / (job.study_name if index == 0 else f"{job.study_name}+{index}")
+
+    def _experiments(self, job: SearchJob[RaySettings]) -> list[Path]:
+        """The study's Ray experiments written so far, oldest first."""
+        experiments: list[Path] = []
+        while any((next_one := self._experiment(job, len(experiments))).glob("experiment_state-*.json")):
+            experiments.append(next_one)
+        return experiments
+
+    def _new_tuner(
+        self, job: SearchJob[RaySettings], trainable: Any, experiment: Path, trials: int, earlier: list[TrialRecord]
+    ) -> Any:
         from ray import tune
 
         single = not job.objectives.is_multi
@@ -317,10 +356,10 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             tune_config=tune.TuneConfig(
                 metric=job.objectives.names[0] if single else None,
                 mode=MODES[job.objectives.directions[0]] if single else None,
-                num_samples=job.n_trials,
+                num_samples=trials,
                 max_concurrent_trials=job.settings.max_concurrent_trials or (job.workers if job.workers > 1 else None),
                 reuse_actors=True,  # a Ray worker process trains trial after trial
-                search_alg=self._search_alg(job),
+                search_alg=self._search_alg(job, earlier),
                 scheduler=self._scheduler(job),
             ),
             run_config=tune.RunConfig(
@@ -333,18 +372,15 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         )
 
     def records(self, job: SearchJob[RaySettings]) -> list[TrialRecord]:
-        """Read back from the experiment's files, in the order Ray created the trials."""
-        import logging
+        """Read back from the experiments' files, in the order Ray created the trials."""
+        return self._records(job, self._experiments(job))
 
+    def _records(self, job: SearchJob[RaySettings], experiments: list[Path]) -> list[TrialRecord]:
         from ray.tune import ExperimentAnalysis
 
-        experiment = self._experiment(job)
-        if not any(experiment.glob("experiment_state-*.json")):
-            return []
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # trials yet to report
-        return [
-            _trial_record(number, trial, job) for number, trial in enumerate(ExperimentAnalysis(str(experiment)).trials)
-        ]
+        trials = [trial for experiment in experiments for trial in ExperimentAnalysis(str(experiment)).trials]
+        return [_trial_record(number, trial, job) for number, trial in enumerate(trials)]
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         import numpy as np
@@ -405,15 +441,18 @@ def _trial_record(
 
 
 def _error_line(trial: Any) -> str | None:
-    """The exception a failed Ray trial raised, as the last line of the traceback Ray kept for it."""
-    path = trial.error_file
-    if path is None or not Path(path).is_file():
+    """The exception a failed Ray trial raised, as the last line of the traceback Ray kept for it (read from the
+    trial's stored folder: ``trial.error_file`` is a staging path that needs a running Ray)."""
+    name = trial.run_metadata.error_filename
+    path = Path(trial.path, name) if name and trial.path else None
+    if path is None or not path.is_file():
         return None
     lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     return lines[-1].removeprefix(f"{TrialFailed.__module__}.{TrialFailed.__name__}: ")[:300] if lines else None
 
 
-_driver: tuple[SearchJob[RaySettings], TrialLoop] | None = None  # the search this driver process runs
+# The search this driver process runs, and the trials of the study's earlier Ray experiments.
+_driver: tuple[SearchJob[RaySettings], TrialLoop, int] | None = None
 
 
 class _DriverOnly:
@@ -421,7 +460,7 @@ class _DriverOnly:
     callbacks hold no state and find this process's search and trial loop here."""
 
     @property
-    def driver(self) -> tuple[SearchJob[RaySettings], TrialLoop]:
+    def driver(self) -> tuple[SearchJob[RaySettings], TrialLoop, int]:
         assert _driver is not None
         return _driver
 
@@ -432,13 +471,13 @@ def _progress_callback() -> Any:
 
     class ProgressCallback(_DriverOnly, Callback):
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            job, loop = self.driver
-            loop.record(_trial_record(trials.index(trial), trial, job, ended=True))  # failures, progress, tracking
+            job, loop, earlier = self.driver
+            loop.record(_trial_record(earlier + trials.index(trial), trial, job, ended=True))  # failures, progress
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            job, loop = self.driver
+            job, loop, earlier = self.driver
             error = f"Ray trial {trial.trial_id} raised; see {trial.local_path}"
-            loop.record(_trial_record(trials.index(trial), trial, job, error=error))
+            loop.record(_trial_record(earlier + trials.index(trial), trial, job, error=error))
 
     return ProgressCallback()
 

@@ -33,10 +33,13 @@ sweep, so agents on several machines share it; otherwise the sweep created for `
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,7 @@ from hpsearch.tracking.wandb import (
     STATE_KEY,
     USER_WANDB_DIR,
     WandbTracker,
+    finish_run,
     log_outcome,
     result_tags,
     tag_runs,
@@ -187,7 +191,7 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
         return source(self, job, self.require("wandb"), sweep_id)
 
     def _runs(self, job: SearchJob[WandbSettings]) -> list[Any]:
-        from hpsearch.wandb_files import read_runs
+        from hpsearch.wandb_files import merged_runs
 
         sweep_id = self.remembered_id(job, SWEEP_ID)
         if sweep_id is None:
@@ -196,7 +200,7 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
             sweep = sweep_id.split("/")[-1]
             return [
                 run
-                for run in read_runs(self.run_files(job) / "wandb")
+                for run in merged_runs(self.run_files(job) / "wandb")
                 if sweep in (run.sweep_id, run.summary.get(LOCAL_SWEEP_KEY))
             ]
         wandb = self.require("wandb")
@@ -230,6 +234,28 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
                 )
             )
         return records
+
+    def abandon(self, job: SearchJob[WandbSettings], pid: int) -> None:
+        """Close the run worker ``pid`` left open as failed, as W&B's server marks a run crashed once its
+        heartbeat stops. A killed process's offline run file may hold nothing yet (W&B buffers it), so each
+        trial leaves an open-run marker with its run id and hyperparameters until it ends."""
+        wandb = self.require("wandb")
+        for marker in OpenRun.of_process(self.run_files(job), pid):
+            closing = wandb.init(
+                id=marker.run_id,
+                resume="allow",
+                entity=job.settings.entity,
+                project=job.settings.project,
+                config=marker.params,
+                dir=str(self.run_files(job)),
+                reinit="create_new",
+            )
+            closing.summary[STATE_KEY] = TrialState.FAIL.value
+            closing.summary[ERROR_KEY] = f"its worker process {pid} died"
+            if marker.local_sweep:
+                closing.summary[LOCAL_SWEEP_KEY] = marker.local_sweep
+            finish_run(closing, exit_code=1)
+            marker.close()
 
     def finish(self, job: SearchJob[WandbSettings], result: SearchResult) -> None:
         by_number = {trial.number: trial.key for trial in result.trials}
@@ -291,8 +317,10 @@ class SweepSource(TrialSource):
         job = self.job
         try:
             run = self.wandb.init(group=job.study_name, job_type="trial", tags=[job.study_name], dir=str(self.folder))
-            outcome = train(run, job.space.cast(dict(run.config)))
-            log_outcome(run, outcome, job.objectives)
+            params = job.space.cast(dict(run.config))
+            with OpenRun.opened(self.folder, run.id, params):
+                outcome = train(run, params)
+                log_outcome(run, outcome, job.objectives)
             box["outcome"] = outcome
         except HPSearchError as error:
             box["error"] = error
@@ -325,8 +353,9 @@ class LocalSweepSource(SweepSource):
             reinit="create_new",
         )
         run.summary[LOCAL_SWEEP_KEY] = self.sweep_id
-        outcome = train(run, params)
-        log_outcome(run, outcome, job.objectives)
+        with OpenRun.opened(self.folder, run.id, params, self.sweep_id):
+            outcome = train(run, params)
+            log_outcome(run, outcome, job.objectives)
         return outcome
 
     def _sweep_run(self, record: TrialRecord) -> Any:
@@ -338,6 +367,44 @@ class LocalSweepSource(SweepSource):
             config={name: {"value": value} for name, value in record.params.items()},
             summaryMetrics={metric: record.complete_values[0]} if record.is_complete else {},
         )
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    """``<run files>/hpsearch-open/<run id>.json`` while a trial's run is open: which process trains it."""
+
+    path: Path
+    run_id: str
+    pid: int
+    host: str
+    params: dict[str, Any]
+    local_sweep: str | None
+
+    @classmethod
+    @contextmanager
+    def opened(
+        cls, folder: Path, run_id: str, params: Mapping[str, Any], local_sweep: str | None = None
+    ) -> Iterator[None]:
+        path = folder / "hpsearch-open" / f"{run_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        marker = {"pid": os.getpid(), "host": socket.gethostname(), "params": dict(params), "local_sweep": local_sweep}
+        path.write_text(json.dumps(marker, default=str))
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    @classmethod
+    def of_process(cls, folder: Path, pid: int) -> list[OpenRun]:
+        markers = []
+        for path in sorted((folder / "hpsearch-open").glob("*.json")):
+            data = json.loads(path.read_text())
+            if data["pid"] == pid and data["host"] == socket.gethostname():
+                markers.append(cls(path, path.stem, pid, data["host"], data["params"], data["local_sweep"]))
+        return markers
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _local_engine() -> bool:
@@ -368,7 +435,6 @@ def _base_url() -> str:
 
 def _check_reachable(timeout_s: float = 5.0) -> None:
     """Fail in seconds on a dead server; the client itself waits about 20 s before giving up."""
-    import socket
     from urllib.parse import urlsplit
 
     url = urlsplit(_base_url())

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.compare.report import REPORT_HTML, plot_all, write_report
-from hpsearch.compare.searches import check_same_objectives, expand, read_run_dir, read_study
+from hpsearch.compare.searches import check_same_objectives, expand, label_by_differences, read_run_dir, read_study
 from hpsearch.compare.table import COMPARISON_CSV, comparison_rows, format_table, write_comparison_csv
 from hpsearch.errors import ConfigError, HPSearchError
 
@@ -42,6 +42,7 @@ def compare(
     if not searches:
         raise ConfigError("compare: nothing to compare; give run directories or --study STORAGE_URL STUDY_NAME")
     check_same_objectives(searches)
+    label_by_differences(searches)
     out.mkdir(parents=True, exist_ok=True)
     rows = comparison_rows(searches)
     write_comparison_csv(out / COMPARISON_CSV, rows)

@@ -100,7 +100,7 @@ def plot_all(searches: Sequence[Search], out: Path) -> list[tuple[str, Path]]:
 def _plot_progress(searches: Sequence[Search], path: Path, by_time: bool) -> Path:
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 5), dpi=110)
     for search in searches:
         points = best_so_far(search, by_time)
         axes.step(
@@ -111,6 +111,10 @@ def _plot_progress(searches: Sequence[Search], path: Path, by_time: bool) -> Pat
             markersize=3,
             label=f"{search.label} ({search.method})",
         )
+    if not by_time:  # trial numbers are whole: no ticks at 0.25 or 1.75
+        from matplotlib.ticker import MaxNLocator
+
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("wall time since the search began (s)" if by_time else "trial number")
     axes.set_ylabel(f"best {searches[0].objective_names[0]} so far ({searches[0].directions[0]})")
     axes.grid(alpha=0.3)
@@ -120,12 +124,14 @@ def _plot_progress(searches: Sequence[Search], path: Path, by_time: bool) -> Pat
 
 def _plot_parallel(search: Search, path: Path) -> Path:
     """One line per completed trial across the searched hyperparameters (scaled to [0, 1]; log scale where
-    the space is), coloured by the first objective."""
+    the space is), coloured by the first objective, with its colour bar."""
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     complete = [t for t in search.trials if t.is_complete]
     names = list(search.distributions)
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 5), dpi=110)
     if complete and names:
         columns = [_scaled([t.params.get(name) for t in complete], search.distributions[name]) for name in names]
         objective = [t.complete_values[0] for t in complete]
@@ -136,6 +142,8 @@ def _plot_parallel(search: Search, path: Path) -> Path:
             shade = 0.5 if high == low else (value - low) / (high - low)
             axes.plot(range(len(columns)), [column[row] for column in columns], color=colormap(shade), alpha=0.8)
         axes.set_xticks(range(len(columns)), [*names, search.objective_names[0]], rotation=20, fontsize=8)
+        scale = ScalarMappable(cmap=colormap, norm=Normalize(low, high if high > low else low + 1e-12))
+        figure.colorbar(scale, ax=axes, label=search.objective_names[0], pad=0.02)
         ranges = [_range_text(search.distributions[name]) for name in names] + [(cell_text(low), cell_text(high))]
         for x, (bottom, top) in enumerate(ranges):
             axes.annotate(bottom, (x, 0), xytext=(3, -10), textcoords="offset points", fontsize=7)
@@ -148,7 +156,7 @@ def _plot_parallel(search: Search, path: Path) -> Path:
 def _plot_importance(searches: Sequence[Search], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 1.2 + 0.9 * len(searches)), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 1.2 + 0.9 * len(searches)), dpi=110)
     labels, offsets = [], 0.0
     for search in searches:
         importances = importance(search)
@@ -169,7 +177,7 @@ def _plot_importance(searches: Sequence[Search], path: Path) -> Path:
 def _plot_fronts(searches: Sequence[Search], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 5), dpi=110)
     for search in searches:
         front = sorted(pareto_front(search.trials, search.directions), key=lambda t: t.complete_values[0])
         axes.plot(
@@ -193,7 +201,7 @@ def write_report(path: Path, rows: Sequence[dict[str, Any]], images: Sequence[tu
         f"<figcaption>{html.escape(caption)} ({image.name})</figcaption></figure>"
         for caption, image in images
     )
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}"
+    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}figure{margin:1.5em 0}img{width:100%;max-width:1100px}"
     path.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>hpsearch comparison</title><style>{style}</style></head>"
         f"<body><h1>hpsearch comparison</h1><table><tr>{header}</tr>{body}</table>{figures}</body></html>"

@@ -17,6 +17,7 @@ from hpsearch.imports import require
 from hpsearch.objective import Objectives
 from hpsearch.tracking.base import Tracker
 from hpsearch.trials import SearchResult, TrialOutcome, TrialState
+from hpsearch.wandb_files import read_closed_run
 
 STATE_KEY = "hpsearch/state"  # run summary keys hpsearch writes, and the W&B backend reads back
 DURATION_KEY = "hpsearch/duration_s"
@@ -49,7 +50,16 @@ def log_outcome(run: Any, outcome: TrialOutcome, objectives: Objectives) -> None
     run.summary[DURATION_KEY] = outcome.duration_s
     if outcome.error:
         run.summary[ERROR_KEY] = outcome.error[:400]
-    run.finish(exit_code=0 if outcome.state is TrialState.COMPLETE else 1)
+    finish_run(run, exit_code=0 if outcome.state is TrialState.COMPLETE else 1)
+
+
+def finish_run(run: Any, exit_code: int = 0) -> None:
+    """Finish ``run``; offline, wait until its run file is closed, so that whoever reads the files next (the
+    sweep's next suggestion, the results) sees the whole run."""
+    sync_file = Path(run.settings.sync_file) if run.settings.mode in ("offline", "dryrun") else None
+    run.finish(exit_code=exit_code)
+    if sync_file is not None:
+        read_closed_run(sync_file)
 
 
 def tag_runs(
@@ -68,7 +78,7 @@ def tag_runs(
             dir=str(folder),
         )
         run.tags = tuple(sorted(set(run.tags or ()) | set(tags)))
-        run.finish()
+        finish_run(run)
 
 
 def result_tags(result: SearchResult) -> dict[int, list[str]]:

@@ -7,6 +7,7 @@ resumes the study and runs only the trials still missing to reach ``n_trials``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from hpsearch.backends.optuna.samplers import PRUNERS, SAMPLERS, make_pruner, ma
 from hpsearch.backends.optuna.source import SURPLUS, StudySource
 from hpsearch.backends.optuna.space import suggest
 from hpsearch.backends.optuna.study import (
+    DEFINITION_ATTR,
     METHOD_ATTR,
     WORKER_PID,
     check_objectives,
@@ -95,6 +97,15 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
     def prepare(self, job: SearchJob[OptunaSettings]) -> None:
         study = open_study(job, self._storage(job))
         study.set_user_attr(METHOD_ATTR, self.method(job.settings))
+
+    def stored_definition(self, job: SearchJob[OptunaSettings]) -> dict[str, Any] | None:
+        """Kept in the study itself, so that every machine sharing its storage checks against it."""
+        value = open_study(job, self._storage(job)).user_attrs.get(DEFINITION_ATTR)
+        return dict(json.loads(value)) if value is not None else None
+
+    def keep_definition(self, job: SearchJob[OptunaSettings]) -> None:
+        definition = json.dumps(job.definition, sort_keys=True, default=str)
+        open_study(job, self._storage(job)).set_user_attr(DEFINITION_ATTR, definition)
 
     def source(self, job: SearchJob[OptunaSettings]) -> TrialSource:
         study = open_study(job, self._storage(job))

@@ -28,6 +28,7 @@ WORKER_PID = "worker_pid"  # trial user attributes: the process training it, its
 WORKER_HOST = "worker_host"
 WORKER_PID_NAMESPACE = "worker_pid_namespace"
 METHOD_ATTR = "hpsearch_method"  # study user attribute: the search method, for hpsearch compare --study
+DEFINITION_ATTR = "hpsearch:definition"  # study user attribute: what defines the study (hpsearch.definition)
 SCHEMA_RACE_ATTEMPTS = 5  # opening a database that other processes are initialising at the same moment
 
 
