@@ -123,12 +123,31 @@ def test_a_dead_processs_trial_is_failed_only_within_its_own_pid_namespace(
 
 @pytest.mark.parametrize(
     ("overrides", "warned"),
-    [([], True), (["+backend.sampler_kwargs.n_startup_trials=1"], False), (["backend.sampler=random"], False)],
+    [([], False), (["+backend.sampler_kwargs.n_startup_trials=10"], True), (["backend.sampler=random"], False)],
 )
 def test_a_tpe_search_all_inside_its_random_start_up_says_so(
     make_config: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture, overrides: list[str], warned: bool
 ) -> None:
-    """optuna's TPE draws its first 10 trials at random: a 2-trial "TPE" search is a random search."""
+    """optuna's TPE draws its first 10 trials at random: a 2-trial "TPE" search with that setting is a random
+    search. Unset, hpsearch starts TPE after half of n_trials (here 1)."""
     run(make_config("experiment=smoke", "n_trials=2", *overrides))
     said = [record.getMessage() for record in caplog.records if "draws its first" in record.getMessage()]
     assert bool(said) == warned, said
+
+
+@pytest.mark.parametrize(
+    ("sampler", "options", "n_trials", "expected"),
+    [
+        ("tpe", {}, 4, {"n_startup_trials": 2}),  # the demo: 2 random trials, then TPE
+        ("tpe", {}, 1, {"n_startup_trials": 1}),
+        ("tpe", {}, 100, {"n_startup_trials": 10}),  # optuna's own default, for long searches
+        ("tpe", {"n_startup_trials": 3}, 4, {"n_startup_trials": 3}),  # a user's choice stands
+        ("random", {}, 4, {}),
+    ],
+)
+def test_tpe_starts_after_half_of_a_short_search(
+    sampler: str, options: dict[str, int], n_trials: int, expected: dict[str, int]
+) -> None:
+    from hpsearch.backends.optuna.samplers import sampler_options
+
+    assert sampler_options(sampler, options, n_trials) == expected

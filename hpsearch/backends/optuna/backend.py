@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.backends.base import Backend, SamplesNatively, SearchJob, method_name, require_in_training_eval
-from hpsearch.backends.optuna.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, startup_trials
+from hpsearch.backends.optuna.samplers import (
+    PRUNERS,
+    SAMPLERS,
+    make_pruner,
+    make_sampler,
+    sampler_options,
+    startup_trials,
+)
 from hpsearch.backends.optuna.source import SURPLUS, StudySource
 from hpsearch.backends.optuna.space import suggest
 from hpsearch.backends.optuna.study import (
@@ -111,9 +118,10 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
         study = open_study(job, self._storage(job))
         settings = job.settings
         seed = job.draw_seed(len(study.trials))
-        study.sampler = make_sampler(settings.sampler, settings.sampler_kwargs, job.space, seed)
+        options = sampler_options(settings.sampler, settings.sampler_kwargs, job.n_trials)
+        study.sampler = make_sampler(settings.sampler, options, job.space, seed)
         study.pruner = make_pruner(settings.pruner, settings.pruner_kwargs)
-        startup = startup_trials(settings.sampler, settings.sampler_kwargs)
+        startup = startup_trials(settings.sampler, options)
         if job.n_trials <= startup:
             log.warning(
                 "backend.sampler=%s: optuna draws its first %d trials at random, so all n_trials=%d are random; "

@@ -27,16 +27,23 @@ def make_sampler(name: str, options: Mapping[str, Any], space: SearchSpace, seed
     return factories[name]()
 
 
-def startup_trials(sampler: str, options: Mapping[str, Any]) -> int:
-    """How many first trials TPE draws at random before it models anything (0 for the other samplers)."""
+def sampler_options(sampler: str, options: Mapping[str, Any], n_trials: int) -> dict[str, Any]:
+    """``backend.sampler_kwargs``, and for TPE without ``n_startup_trials``: half of ``n_trials`` random
+    start-up trials, at most optuna's default (10), so that a short search is TPE's too and not all random."""
     import inspect
 
     import optuna
 
-    if sampler != "tpe":
-        return 0
-    default = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
-    return int(options.get("n_startup_trials", default))
+    chosen = dict(options)
+    if sampler == "tpe" and "n_startup_trials" not in chosen:
+        default = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
+        chosen["n_startup_trials"] = min(int(default), max(1, n_trials // 2))
+    return chosen
+
+
+def startup_trials(sampler: str, options: Mapping[str, Any]) -> int:
+    """How many first trials TPE draws at random before it models anything (0 for the other samplers)."""
+    return int(options.get("n_startup_trials", 0)) if sampler == "tpe" else 0
 
 
 def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:
