@@ -17,7 +17,8 @@ from support import POSTGRES_URL, Served, cli_env, read_trials, requires, run_co
 from hpsearch.budget import TrialBudget
 from hpsearch.workers import worker_count, worker_environments
 
-TWO_WORKERS = ["experiment=smoke", "workers=2", "n_trials=4"]
+# 3 epochs: trials of a few seconds, so a worker that starts a little later still gets one of the 4
+TWO_WORKERS = ["experiment=smoke", "workers=2", "n_trials=4", "training.num_train_epochs=3"]
 # two workers on trials long enough (seconds each) to kill one mid-trial
 KILLABLE = [
     sys.executable,
