@@ -272,7 +272,14 @@ def test_a_trial_killed_in_a_single_process_search_is_failed_when_workers_resume
     first.wait()
     assert _finished(db, states=("RUNNING",)) == 1, "the first run must be killed mid-trial"
     second = run_command(
-        [*HPSEARCH_SMOKE, "n_trials=3", "workers=2", "study_name=orphan", f"hydra.run.dir={tmp_path / 'second'}"],
+        [  # the same data: a study refuses a rerun on other data
+            *HPSEARCH_SMOKE,
+            "n_trials=3",
+            "workers=2",
+            "study_name=orphan",
+            "data.train_size=400",
+            f"hydra.run.dir={tmp_path / 'second'}",
+        ],
         tmp_path,
         timeout=240,
     )

@@ -93,8 +93,8 @@ def test_killed_command_trial_is_retried_by_the_survivor(tmp_path: Path) -> None
             running = [
                 t
                 for t in load(study).trials
-                if t.state.name == "RUNNING" and t.user_attrs.get("worker_pid") == victim.pid
-            ]
+                if t.state.name == "RUNNING" and t.user_attrs.get("worker_pid") == victim.pid and t.params
+            ]  # training: its hyperparameters drawn (a trial is marked with its process just before)
         except KeyError:  # the study does not exist yet
             continue
         if running:
