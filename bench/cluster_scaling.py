@@ -33,7 +33,7 @@ from common import fixed_space
 
 PARAMS = {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "hidden_dropout_prob": 0.1}
 OVERRIDES = [
-    "experiment=smoke",
+    "experiment=ci",
     "data.train_size=256",
     "data.eval_size=64",
     "training.num_train_epochs=1",

@@ -31,7 +31,7 @@ from common import fixed_space, hpsearch_seconds, plain_seconds
 
 CPU_PARAMS = {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "hidden_dropout_prob": 0.1}
 CPU_OVERRIDES = [
-    "experiment=smoke",
+    "experiment=ci",
     "data.train_size=500",
     "data.max_length=64",
     "training.num_train_epochs=2",
@@ -64,7 +64,7 @@ def gpu_overrides(size: str, corpus: Path, steps: int) -> list[str]:
     hidden, layers, heads, intermediate = GPU_MODELS[size]
     bf16 = torch.cuda.is_available()  # bf16 needs a GPU (the mode also runs, slowly, on CPU as a check)
     return [
-        "experiment=smoke",
+        "experiment=ci",
         f"data.source={corpus}",
         "data.max_length=128",
         "data.train_size=3000",

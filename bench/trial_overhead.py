@@ -1,11 +1,11 @@
 """Per-trial cost of hpsearch vs plain ``Trainer.hyperparameter_search`` (optuna), each search in a fresh process.
 
-Three sides train the same tiny BERT on the same tokenised smoke data with the same fixed hyperparameters,
+Three sides train the same tiny BERT on the same tokenised data of experiment=ci with the same fixed hyperparameters,
 so the difference is orchestration overhead:
 
 - ``plain``: transformers' optuna search as a user writes it;
 - ``plain+freeze``: the same with ``gc.freeze()`` after setup: the baseline's best simple setup;
-- ``hpsearch``: ``hpsearch.run`` on the smoke experiment.
+- ``hpsearch``: ``hpsearch.run`` on experiment=ci.
 
 Per-trial cost is the slope between a short and a long search, which cancels start-up (imports, data, the
 first model). Every search runs in its own fresh Python process, the sides interleaved. Usage::
@@ -32,8 +32,8 @@ SIDES = ("plain", "plain+freeze", "hpsearch")
 def one_search(side: str, n_trials: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         if side == "hpsearch":
-            return hpsearch_seconds(["experiment=smoke", f"n_trials={n_trials}", *fixed_space(FIXED)], Path(folder))
-        return plain_seconds(["experiment=smoke"], FIXED, n_trials, Path(folder), freeze=side == "plain+freeze")
+            return hpsearch_seconds(["experiment=ci", f"n_trials={n_trials}", *fixed_space(FIXED)], Path(folder))
+        return plain_seconds(["experiment=ci"], FIXED, n_trials, Path(folder), freeze=side == "plain+freeze")
 
 
 def main() -> None:

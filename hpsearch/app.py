@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from hpsearch.backends import backend_settings, get_backend
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.budget import BUDGET_ENV, TrialBudget, worker_budget
-from hpsearch.build import build_trainer
+from hpsearch.build import build_trainer, trainer_target
 from hpsearch.config import check_top_level_key, plain, redacted, save_resolved, top_level_keys
 from hpsearch.definition import DEFINING_KEYS
 from hpsearch.distributed import Coordinator, Decision, Message, RankReport, rank, world_size
@@ -39,6 +39,7 @@ from hpsearch.interrupt import handle_interrupts
 from hpsearch.loop import FailureBudget, Listener, TrialLoop
 from hpsearch.objective import Objectives
 from hpsearch.orchestrator import Orchestrator
+from hpsearch.peft import AdapterSettings, check_adapter_space
 from hpsearch.progress import SearchProgress
 from hpsearch.rerun import rerun_space
 from hpsearch.space import SearchSpace
@@ -83,6 +84,7 @@ class Plan:
     training: dict[str, Any]
     max_failures: int
     max_worker_restarts: int
+    adapter: AdapterSettings | None = None  # peft=lora
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Plan:
@@ -92,6 +94,8 @@ class Plan:
         rerun = bool(cfg.get("rerun"))
         n_trials = 1 if rerun else _integer(cfg, "n_trials", 1)
         space = SearchSpace.from_config(plain(cfg.space))
+        adapter = AdapterSettings.from_config(plain(cfg.peft) if "peft" in cfg else {})
+        check_adapter_space(space, adapter)
         objectives = Objectives.from_config(plain(cfg.objective))
         if "_target_" not in cfg.data:  # a data._target_ task names its own metrics, known once it is built
             objectives.check_reachable()
@@ -104,9 +108,12 @@ class Plan:
                 "save_best_model: a Pareto search has no single best trial; to keep a front trial's model, write its "
                 "hyperparameters from pareto.json to a YAML file and train it with rerun=FILE save_best_model=true"
             )
-        from hpsearch.training import check_training  # transformers' TrainingArguments: imported on first use
+        # transformers' Trainer and TrainingArguments: imported on first use
+        from hpsearch.trainer import trainer_class
+        from hpsearch.training import arguments_class, check_training
 
-        check_training(training, space)  # before anything loads or the study is created
+        arguments = arguments_class(trainer_class(trainer_target(cfg)))
+        check_training(training, space, arguments)  # before anything loads or the study is created
         if objectives.select == "best":
             require_in_training_eval("objective.select=best", training, "taking the best evaluation")
         run_dir = Path(cfg.run_dir)
@@ -125,7 +132,13 @@ class Plan:
             definition=redacted({key: plain(cfg[key]) for key in DEFINING_KEYS}),
         )
         return cls(
-            cfg, backend, job, training, _integer(cfg, "max_failures", 0), _integer(cfg, "max_worker_restarts", 0)
+            cfg,
+            backend,
+            job,
+            training,
+            _integer(cfg, "max_failures", 0),
+            _integer(cfg, "max_worker_restarts", 0),
+            adapter,
         )
 
     @property
@@ -134,7 +147,9 @@ class Plan:
 
     def trainer(self, coordinator: Coordinator | None = None) -> Any:
         job = self.job
-        return build_trainer(self.cfg, self.training, job.space, job.objectives, job.run_dir, job.seed, coordinator)
+        return build_trainer(
+            self.cfg, self.training, job.space, job.objectives, job.run_dir, job.seed, coordinator, self.adapter
+        )
 
     def progress(self) -> SearchProgress:
         return SearchProgress(self.job.n_trials, self.job.objectives, enabled=self.cfg.get("progress", True))

@@ -3,7 +3,9 @@
 Whichever process trained a trial offers its model once the trial completes (rank zero under DDP, each worker
 process, each Ray worker); a file lock makes the compare-and-replace atomic among the processes of one run
 directory, and the folder is swapped in whole, so a reader never sees half a model. ``best_model/hpsearch_best.json``
-holds the objective, hyperparameters and eval metrics the saved model scored.
+holds the objective, hyperparameters and eval metrics the saved model scored. For a LoRA search the folder
+holds the adapter (``PeftModel.from_pretrained(base, folder)`` loads it), and ``base_model`` says which
+``model_init`` built its base.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import fcntl
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ SCORE_FILE = "hpsearch_best.json"
 class BestModelKeeper:
     folder: Path
     objectives: Objectives
+    notes: Mapping[str, Any] = field(default_factory=dict)  # kept beside the score, e.g. an adapter's base model
 
     def offer(self, model: Any, tokenizer: Any, outcome: TrialOutcome) -> bool:
         """Save ``model`` if its trial beats the kept one; True when it replaced it."""
@@ -40,7 +44,12 @@ class BestModelKeeper:
             model.save_pretrained(staging)
             if tokenizer is not None:
                 tokenizer.save_pretrained(staging)
-            score = {"values": outcome.values, "hyperparameters": outcome.params, "metrics": outcome.metrics}
+            score = {
+                "values": outcome.values,
+                "hyperparameters": outcome.params,
+                "metrics": outcome.metrics,
+                **self.notes,
+            }
             (staging / SCORE_FILE).write_text(json.dumps(score, indent=2, default=str))
             retired = self.folder.with_name(f".{self.folder.name}.old")
             shutil.rmtree(retired, ignore_errors=True)  # left by a crash mid-swap

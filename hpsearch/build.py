@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from hpsearch.config import plain
 from hpsearch.distributed import Coordinator
 from hpsearch.errors import ConfigError, HPSearchError, first_line
 from hpsearch.objective import Objectives
 from hpsearch.space import SearchSpace
 from hpsearch.task import Task
+
+if TYPE_CHECKING:
+    from hpsearch.peft import AdapterSettings
 
 
 def quiet_libraries() -> None:
@@ -28,6 +32,8 @@ def quiet_libraries() -> None:
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # read errors are reported as DataError
     huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, likewise
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
+    # peft asks transformers 5 for a renamed property on every adapter it attaches
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 
 def instantiate_key(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -60,6 +66,11 @@ def build_task(cfg: DictConfig, objectives: Objectives, seed: int) -> tuple[Task
     return text_task(texts, cfg.data, tokenizer, compute_metrics, objectives.metrics), tokenizer
 
 
+def trainer_target(cfg: DictConfig) -> str:
+    """``trainer._target_``, the Trainer class of every trial (``transformers.Trainer`` by default)."""
+    return str(OmegaConf.select(cfg, "trainer._target_", default="transformers.Trainer"))
+
+
 def build_trainer(
     cfg: DictConfig,
     training: dict[str, Any],
@@ -68,27 +79,40 @@ def build_trainer(
     run_dir: Path,
     seed: int,
     coordinator: Coordinator | None,
+    adapter: AdapterSettings | None = None,
 ) -> Any:
     """Tokenizer, the task's data (tokenised once) and the trainer every trial reuses."""
     quiet_libraries()
     from transformers import PrinterCallback
 
     from hpsearch.best_model import BestModelKeeper
-    from hpsearch.model import ModelInit
-    from hpsearch.trainer import SearchTrainer, check_space_routing
-    from hpsearch.training import training_arguments
+    from hpsearch.model import ModelInit, TrialModels
+    from hpsearch.routing import check_space_routing
+    from hpsearch.trainer import search_trainer_class, trainer_class
+    from hpsearch.training import argument_fields, arguments_class, training_arguments
 
-    args = training_arguments(training, run_dir, seed)
+    base_class = trainer_class(trainer_target(cfg))
+    args = training_arguments(training, run_dir, seed, arguments_class(base_class))
     target = instantiate_key(cfg.model.model_init, "model.model_init", _partial_=True)
     probe = ModelInit.build(target, {"num_labels": 2, "id2label": {}, "label2id": {}, "tokenizer": None})
-    check_space_routing(space, probe)  # before loading anything: a misrouted parameter is a config error
+    # before loading anything: a misrouted parameter is a config error
+    check_space_routing(space, argument_fields(type(args)), probe, adapter is not None)
     task, tokenizer = build_task(cfg, objectives, seed)
-    trainer = SearchTrainer(
-        hpsearch_model_init=ModelInit.build(target, {**task.model_context, "tokenizer": tokenizer}),
+    base_init = ModelInit.build(target, {**task.model_context, "tokenizer": tokenizer})
+    models: TrialModels = base_init
+    notes: dict[str, Any] = {}
+    if adapter is not None:
+        from hpsearch.peft import AdaptedModelInit
+
+        models = AdaptedModelInit(base_init, adapter)
+        notes = {"base_model": plain(cfg.model.model_init)}  # the saved adapter belongs to this model
+    keeper = BestModelKeeper(run_dir / "best_model", objectives, notes) if cfg.get("save_best_model") else None
+    trainer = search_trainer_class(base_class)(
+        hpsearch_model_init=models,
         space=space,
         objectives=objectives,
         coordinator=coordinator,
-        best_model=BestModelKeeper(run_dir / "best_model", objectives) if cfg.get("save_best_model") else None,
+        best_model=keeper,
         args=args,
         train_dataset=task.train,
         eval_dataset=task.eval,

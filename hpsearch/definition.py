@@ -1,4 +1,4 @@
-"""What defines a study (its space, objectives, model and data): kept with the study when it is created, and
+"""What defines a study (its space, objectives, model, adapter and data): kept with the study when it is created, and
 compared on every rerun, so that a changed config never reports an earlier search's results as its own."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 from hpsearch.errors import ConfigError
 
-DEFINING_KEYS = ("space", "objective", "model", "data")
+DEFINING_KEYS = ("space", "objective", "model", "peft", "data")
 _MISSING = object()
 
 
@@ -34,7 +34,9 @@ def check_same_study(stored: Mapping[str, Any], current: Mapping[str, Any], stud
 
 
 def _flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(node, Mapping) and node:
+    """Dotted keys and their values; an empty mapping (``peft=none``) sets nothing, as in a study kept before
+    the group existed."""
+    if isinstance(node, Mapping):
         for key, value in node.items():
             yield from _flat(value, f"{prefix}.{key}" if prefix else str(key))
     else:

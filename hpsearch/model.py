@@ -13,7 +13,7 @@ import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from transformers import (
     AutoConfig,
@@ -216,3 +216,28 @@ class ModelInit:
         if model is None:
             raise ConfigError("model.model_init: the target returned None; it must return a model")
         return model
+
+    def release(self) -> None:
+        """Nothing to undo after a trial: each trial's model is its own."""
+
+    def describe(self, model: Any) -> dict[str, float]:
+        """No per-trial facts beyond the trainer's own."""
+        return {}
+
+
+class TrialModels(Protocol):
+    """What builds each trial's model: ``ModelInit``, or ``hpsearch.peft.AdaptedModelInit`` for a LoRA search."""
+
+    @property
+    def target(self) -> Callable[..., Any]: ...
+
+    @property
+    def consumed(self) -> frozenset[str]: ...
+
+    def __call__(self, params: Mapping[str, Any]) -> Any: ...
+
+    def release(self) -> None:
+        """Undo what building a trial's model did to anything kept for the next trial."""
+
+    def describe(self, model: Any) -> dict[str, float]:
+        """Facts about a trial's model recorded with its metrics (e.g. trainable parameters)."""

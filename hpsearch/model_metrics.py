@@ -18,6 +18,11 @@ def num_parameters(model: Any, batch: Mapping[str, Any]) -> float:
     return float(sum(parameter.numel() for parameter in model.parameters()))
 
 
+def trainable_parameters(model: Any, batch: Mapping[str, Any]) -> float:
+    """The parameters training updates: a LoRA adapter's, the whole model's otherwise."""
+    return float(sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad))
+
+
 def latency_ms(model: Any, batch: Mapping[str, Any]) -> float:
     """Median forward time of one eval batch, after one warm-up pass."""
     import torch
@@ -34,5 +39,6 @@ def latency_ms(model: Any, batch: Mapping[str, Any]) -> float:
 
 MODEL_METRICS: dict[str, Callable[[Any, Mapping[str, Any]], float]] = {
     "model_num_parameters": num_parameters,
+    "model_trainable_parameters": trainable_parameters,
     "model_latency_ms": latency_ms,
 }

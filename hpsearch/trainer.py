@@ -15,37 +15,68 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from transformers import Trainer
+from transformers.trainer_utils import enable_full_determinism, set_seed
 
 from hpsearch.best_model import BestModelKeeper
 from hpsearch.distributed import Coordinator, Decision, Message, RankReport
 from hpsearch.errors import CollectiveTimeout, ConfigError, HPSearchError, first_line
 from hpsearch.interrupt import INTERRUPTED
-from hpsearch.model import ModelInit
+from hpsearch.model import TrialModels
 from hpsearch.model_metrics import MODEL_METRICS
 from hpsearch.objective import Objectives
 from hpsearch.space import SearchSpace
-from hpsearch.training import TRAINING_ARGUMENT_FIELDS
+from hpsearch.training import argument_fields
 from hpsearch.trials import TrialOutcome, TrialPruned, TrialState
 
 # (the backend's trial handle, the global step, that evaluation's metrics); may raise TrialPruned
 Reporter = Callable[[Any, int, dict[str, float]], None]
 
 
-def check_space_routing(space: SearchSpace, model_init: ModelInit) -> None:
-    """Every parameter must land somewhere; transformers would only warn and drop it."""
-    for name in space.names:
-        if name not in TRAINING_ARGUMENT_FIELDS and name not in model_init.consumed:
-            raise ConfigError(
-                f"space.{name}: neither a TrainingArguments field nor an argument of model_init "
-                f"({model_init.target.__module__}.{model_init.target.__qualname__}); rename it or remove it"
-            )
+def trainer_class(path: str) -> type[Trainer]:
+    """``trainer._target_``: the Trainer class each trial uses, checked to be one."""
+    from hydra.utils import get_class
+
+    try:
+        found = get_class(path)
+    except Exception as error:  # noqa: BLE001 - Hydra wraps import and lookup errors alike
+        reason = error.__cause__ or error
+        hint = "; fix: pip install 'hpsearch[trl]'" if path.startswith("trl.") else ""
+        raise ConfigError(
+            f"trainer._target_: cannot import {path!r} ({type(reason).__name__}: {first_line(reason)}){hint}"
+        ) from None
+    if not (isinstance(found, type) and issubclass(found, Trainer)):
+        raise ConfigError(
+            f"trainer._target_: {path} is not a transformers.Trainer subclass; name one "
+            "(transformers.Trainer, trl.SFTTrainer, or your own subclass)"
+        )
+    return found
+
+
+def search_trainer_class(base: type[Trainer]) -> type[SearchTrainer]:
+    """hpsearch's per-trial hooks on ``base``: ``SearchTrainer`` for ``Trainer`` itself, else a class that puts
+    them in front of ``base``'s own methods (its ``compute_loss``, TRL's preparation of SFT data), which
+    transformers' own search cannot do with a fixed Trainer subclass. One class per base, made once."""
+    if issubclass(base, SearchTrainer):
+        return base
+    if base is Trainer:
+        return SearchTrainer
+    if base not in _WITH_HOOKS:
+        # MRO: the new class, SearchTrainer, base, ..., Trainer: SearchTrainer's super() calls reach base's.
+        namespace = {"__module__": __name__, "hpsearch_base": base}
+        _WITH_HOOKS[base] = type(f"Search{base.__name__}", (SearchTrainer, base), namespace)
+    return _WITH_HOOKS[base]
+
+
+_WITH_HOOKS: dict[type[Trainer], type[SearchTrainer]] = {}
 
 
 class SearchTrainer(Trainer):
+    hpsearch_base: type[Trainer] = Trainer  # the Trainer class whose methods the hooks sit in front of
+
     def __init__(
         self,
         *,
-        hpsearch_model_init: ModelInit,
+        hpsearch_model_init: TrialModels,
         space: SearchSpace,
         objectives: Objectives,
         coordinator: Coordinator | None = None,
@@ -60,7 +91,12 @@ class SearchTrainer(Trainer):
         self.reporter: Reporter | None = None  # set by the search: each in-training evaluation goes to the backend
         self._trial_params: dict[str, Any] | None = None  # the running trial's hyperparameters
         self._handle: Any = None  # the backend's own object for the running trial
-        super().__init__(model_init=self._init_model, **kwargs)
+        args = kwargs["args"]
+        # The first model as Trainer builds one from model_init (after seeding), passed as a model: a Trainer
+        # subclass need not take model_init (TRL's SFTTrainer does not). Each trial's train() builds its own.
+        enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
+        super().__init__(model=self._init_model(), **kwargs)
+        self.model_init = self._init_model
         self.latest_outcome: TrialOutcome | None = None
         self.rank_reports: list[list[RankReport]] = []  # rank zero: every rank's report, per trial
         self._chosen_metrics: dict[str, float] | None = None
@@ -90,8 +126,9 @@ class SearchTrainer(Trainer):
         self._trial = None
         if self._trial_params is None:
             return
+        fields = argument_fields(type(self.args))
         for name, value in self._trial_params.items():
-            if name in TRAINING_ARGUMENT_FIELDS:
+            if name in fields:
                 setattr(self.args, name, value)
         self._train_batch_size = self.args.train_batch_size
         self.create_accelerator_and_postprocess()
@@ -131,6 +168,7 @@ class SearchTrainer(Trainer):
             self.train(resume_from_checkpoint=resume_from_checkpoint)
             metrics = dict(self._chosen_metrics or self.evaluate())
             metrics.update(self._model_metrics())
+            metrics.update(self.hpsearch_model_init.describe(self.accelerator.unwrap_model(self.model)))
             values = self.objectives.values(metrics)
             state = TrialState.COMPLETE
             if any(math.isnan(value) for value in values):
@@ -157,6 +195,7 @@ class SearchTrainer(Trainer):
             and (self.coordinator is None or self.coordinator.is_leader)
         ):
             self.best_model.offer(self.accelerator.unwrap_model(self.model), self.processing_class, outcome)
+        self.hpsearch_model_init.release()
         if state is TrialState.FAIL:
             self._free_memory()
         return outcome
@@ -194,9 +233,9 @@ class SearchTrainer(Trainer):
     def _trained_values(self) -> dict[str, Any]:
         """Each hyperparameter as this rank really used it, read back from its arguments and model."""
         config = getattr(self.accelerator.unwrap_model(self.model), "config", None) if self.model is not None else None
-        values = {}
+        values, fields = {}, argument_fields(type(self.args))
         for name, value in (self._trial_params or {}).items():
-            if name in TRAINING_ARGUMENT_FIELDS:
+            if name in fields:
                 values[name] = getattr(self.args, name)
             else:
                 values[name] = getattr(config, name, value)

@@ -7,10 +7,10 @@ wrong type for its field is a config error that names the key.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import typing
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,32 @@ from hpsearch.errors import ConfigError, first_line
 from hpsearch.settings import admits, type_name
 from hpsearch.space import SearchSpace
 
-TRAINING_ARGUMENT_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainingArguments))
 log = logging.getLogger(__name__)
 
 
-@cache
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainingArguments)
+def argument_fields(arguments: type[TrainingArguments] = TrainingArguments) -> frozenset[str]:
+    """The fields of a trainer's arguments class (``TrainingArguments``, or e.g. TRL's ``SFTConfig``)."""
+    return frozenset(field.name for field in dataclasses.fields(arguments))
+
+
+def arguments_class(trainer_class: Any) -> type[TrainingArguments]:
+    """The arguments class a Trainer class takes: the most specific ``TrainingArguments`` subclass its ``args``
+    annotation names (``SFTConfig`` for TRL's ``SFTTrainer``), else ``TrainingArguments``."""
+    initializer = trainer_class.__init__
+    annotation = inspect.signature(initializer).parameters.get("args")
+    hint = annotation.annotation if annotation is not None else None
+    if isinstance(hint, str):  # postponed annotations
+        try:
+            hint = typing.get_type_hints(initializer).get("args")
+        except (NameError, TypeError):
+            hint = None
+    members = typing.get_args(hint) or (hint,)
+    named = [member for member in members if isinstance(member, type) and issubclass(member, TrainingArguments)]
+    return max(named, key=lambda member: len(member.__mro__), default=TrainingArguments)
+
+
+def _field_types(arguments: type[TrainingArguments] = TrainingArguments) -> dict[str, Any]:
+    return typing.get_type_hints(arguments)
 
 
 # Fields whose values beyond these bounds can never train: (bound, whether the bound itself is allowed).
@@ -49,13 +68,16 @@ def _bound_text(name: str) -> str:
     return f"{'>=' if inclusive else '>'} {bound}"
 
 
-def check_training(training: Mapping[str, Any], space: SearchSpace) -> None:
-    """Every key a ``TrainingArguments`` field, every value of its type and one that can train, also where the
-    space sets it (its every value, even when the space overrides ``training``); say which ones it overrides."""
-    types_by_name = _field_types()
+def check_training(
+    training: Mapping[str, Any], space: SearchSpace, arguments: type[TrainingArguments] = TrainingArguments
+) -> None:
+    """Every key a field of the arguments class, every value of its type and one that can train, also where
+    the space sets it (its every value, even when the space overrides ``training``); say which ones it
+    overrides."""
+    types_by_name = _field_types(arguments)
     for key, value in training.items():
-        if key not in TRAINING_ARGUMENT_FIELDS:
-            raise ConfigError(f"training.{key}: not a TrainingArguments field; fix or remove it")
+        if key not in argument_fields(arguments):
+            raise ConfigError(f"training.{key}: not a {arguments.__name__} field; fix or remove it")
         if not admits(types_by_name[key], value):
             raise ConfigError(
                 f"training.{key}: {value!r} is not a valid {type_name(types_by_name[key])}; fix the value"
@@ -80,9 +102,11 @@ def check_training(training: Mapping[str, Any], space: SearchSpace) -> None:
         )
 
 
-def training_arguments(training: Mapping[str, Any], run_dir: Path, seed: int) -> TrainingArguments:
+def training_arguments(
+    training: Mapping[str, Any], run_dir: Path, seed: int, arguments: type[TrainingArguments] = TrainingArguments
+) -> TrainingArguments:
     options = {"output_dir": str(run_dir / "trials"), "seed": seed, **training}
     try:
-        return TrainingArguments(**options)
+        return arguments(**options)
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"training: invalid TrainingArguments ({first_line(error)})") from None
+        raise ConfigError(f"training: invalid {arguments.__name__} ({first_line(error)})") from None

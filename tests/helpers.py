@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import Trainer
 
 from hpsearch.model import tiny_bert
 
@@ -82,3 +83,28 @@ def oom_tiny_bert(num_labels: int, id2label: dict, label2id: dict, tokenizer: An
 def not_a_task(**data: Any) -> dict:
     """A data._target_ that returns a dict instead of an hpsearch.Task."""
     return {"train": [], "eval": []}
+
+
+def logged_pretrained_classifier(
+    name_or_path: str, num_labels: int, id2label: dict, label2id: dict, load_log: str
+) -> Any:
+    """``pretrained_classifier``, appending this process's pid to ``load_log`` each time it reads the weights."""
+    import os
+
+    from hpsearch.model import pretrained_classifier
+
+    with open(load_log, "a") as log:
+        log.write(f"{os.getpid()}\n")
+    return pretrained_classifier(name_or_path, num_labels, id2label, label2id)
+
+
+class LossLoggingTrainer(Trainer):
+    """A user's Trainer subclass with its own ``compute_loss``: appends this process's pid to the file in
+    ``HPSEARCH_TEST_LOSS_LOG`` at every training step, so a test sees that its method, not Trainer's, ran."""
+
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
+        import os
+
+        with open(os.environ["HPSEARCH_TEST_LOSS_LOG"], "a") as log:
+            log.write(f"{os.getpid()}\n")
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)

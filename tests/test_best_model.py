@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
@@ -16,8 +17,9 @@ from hpsearch.objective import Objectives
 from hpsearch.trials import TrialOutcome, TrialState
 
 
-def evaluate_saved(folder: Path, cfg: DictConfig, tmp_path: Path) -> dict[str, float]:
-    """Reload the kept model and tokenizer with ``from_pretrained`` and evaluate them on the search's eval split."""
+def evaluate_saved(folder: Path, cfg: DictConfig, tmp_path: Path, model: Any = None) -> dict[str, float]:
+    """Reload the kept model (or take ``model``, reloaded by the caller) and tokenizer with ``from_pretrained``,
+    and evaluate them on the search's eval split."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -29,7 +31,8 @@ def evaluate_saved(folder: Path, cfg: DictConfig, tmp_path: Path) -> dict[str, f
     from hpsearch.data import read_data, tokenize_data
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    if model is None:
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
     config = OmegaConf.to_container(cfg.data, resolve=True)
     data = tokenize_data(read_data(config, cfg.seed), config, tokenizer)
     objectives = Objectives.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
@@ -49,7 +52,7 @@ def test_best_model_reloads_and_reproduces_its_metrics(
     make_config: Callable[..., DictConfig], tmp_path: Path, backend: str
 ) -> None:
     extra = ["backend.driver=lite"] if backend == "sigopt" else []
-    cfg = make_config("experiment=smoke", "n_trials=3", f"backend={backend}", *extra, "save_best_model=true")
+    cfg = make_config("experiment=ci", "n_trials=3", f"backend={backend}", *extra, "save_best_model=true")
     result = run(cfg)
     folder = Path(cfg.run_dir) / "best_model"
     kept = json.loads((folder / SCORE_FILE).read_text())
@@ -86,10 +89,10 @@ def test_kept_model_is_replaced_only_by_a_better_trial(tmp_path: Path) -> None:
 
 
 def test_rerun_keeps_its_model(make_config: Callable[..., DictConfig], tmp_path: Path) -> None:
-    first = make_config("experiment=smoke", "n_trials=1")
+    first = make_config("experiment=ci", "n_trials=1")
     run(first)
     again = make_config(
-        "experiment=smoke",
+        "experiment=ci",
         f"rerun={Path(first.run_dir) / 'best_hyperparameters.yaml'}",
         "save_best_model=true",
         f"run_dir={tmp_path / 'rerun'}",

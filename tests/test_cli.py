@@ -15,15 +15,19 @@ from typing import Any
 import pytest
 from support import cli_env, read_trials, run_command
 
-SMOKE = ["experiment=smoke"]
-HPSEARCH_SMOKE = [sys.executable, "-m", "hpsearch", *SMOKE]
+CI = ["experiment=ci"]
+HPSEARCH_CI = [sys.executable, "-m", "hpsearch", *CI]
 
 
-def test_smoke_search_from_another_directory(
+def test_smoke_search_from_another_directory_learns(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    done = cli(*SMOKE, "n_trials=3", "study_name=cli-smoke")
+    """The Usage's smoke search: every trial beats the majority class (148 of the 256 eval rows), each scores
+    differently, so the best trial is not an arbitrary pick among ties."""
+    done = cli("experiment=smoke", "study_name=cli-smoke")
     assert done.returncode == 0, done.stderr
+    scores = [float(row["eval_accuracy"]) for row in read_trials(tmp_path / "run")]
+    assert len(scores) == 3 and min(scores) > 148 / 256 and len(set(scores)) == 3, scores
     assert "best trial" in done.stdout
     assert "\r" not in done.stderr + done.stdout  # not a terminal: no bar frames, one line per trial instead
     assert "(3/3 finished, best eval_accuracy=" in done.stdout
@@ -37,7 +41,7 @@ def test_smoke_search_from_another_directory(
 def test_secrets_never_reach_saved_files(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     secret = "sk-test-0123456789abcdef"
     done = cli(
-        *SMOKE,
+        *CI,
         "n_trials=1",
         f"+training.hub_token={secret}",
         "+data.notes=postgresql://bob:hunter2@db/x",
@@ -103,6 +107,13 @@ BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
         "model.tokenizer: cannot instantiate 'hpsearch.model.wordpiece_tokenizer' (TypeError: "
         "wordpiece_tokenizer() got an unexpected keyword argument 'vocab')",
     ),
+    (
+        ["trainer._target_=builtins.dict"],
+        "trainer._target_: builtins.dict is not a transformers.Trainer subclass; name one",
+    ),
+    (["trainer._target_=nope.Trainer"], "trainer._target_: cannot import 'nope.Trainer'"),
+    (["+space.r={type:categorical,choices:[4,8]}"], "space.r: a LoRA adapter setting, but peft=none; add peft=lora"),
+    (["peft=lora", "peft.target_modules=[query,nope]"], "peft.target_modules: 'nope' is not a module of the model"),
 ]
 EXIT_CODES = {
     "storage=postgresql://u:pw@127.0.0.1:9/none": 3,
@@ -114,7 +125,7 @@ EXIT_CODES = {
 def test_bad_input_exits_with_one_clear_line(
     cli: Callable[..., subprocess.CompletedProcess[str]], overrides: list[str], message: str
 ) -> None:
-    done = cli(*SMOKE, *overrides)
+    done = cli(*CI, *overrides)
     assert done.returncode == EXIT_CODES.get(overrides[0], 2)
     lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("trials:")]
     assert lines == [lines[0]] and lines[0].startswith("hpsearch: error: "), done.stderr
@@ -125,7 +136,7 @@ def test_bad_input_exits_with_one_clear_line(
 def test_unreadable_data_file(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"this is not parquet")
-    done = cli(*SMOKE, f"data.source={broken}")
+    done = cli(*CI, f"data.source={broken}")
     assert done.returncode == 2
     assert done.stderr.startswith(f"hpsearch: error: data.source: cannot read '{broken}' as parquet")
     assert "Traceback" not in done.stderr
@@ -163,7 +174,7 @@ MISSING = [
 SWEEPS = [  # (a multirun override, the unknown option it names, or None when every option exists)
     ("backend=optuna,ray", None),
     ("backend=choice(optuna,sigopt)", None),
-    ("experiment=smoke,smoke_prune", None),
+    ("experiment=ci,smoke_prune", None),
     ("backend=optuna,nope", "backend: unknown backend 'nope'; choose one of ['optuna', 'ray', 'sigopt', 'wandb']"),
     ("backend=choice(wandb,rayy)", "backend: unknown backend 'rayy'"),
     ("backend=range(1,3)", "backend: unknown backend '1'"),
@@ -194,7 +205,7 @@ def test_missing_optional_package_gives_install_hint(
     shadow = tmp_path / "shadow" / module  # an import of it fails as if it were not installed
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n")
-    done = cli(*SMOKE, *overrides, PYTHONPATH=f"{shadow.parent}:{cli_env()['PYTHONPATH']}", SIGOPT_API_TOKEN="t")
+    done = cli(*CI, *overrides, PYTHONPATH=f"{shadow.parent}:{cli_env()['PYTHONPATH']}", SIGOPT_API_TOKEN="t")
     assert done.returncode == 2
     assert done.stderr.strip() == f"hpsearch: error: {message}"
 
@@ -221,7 +232,7 @@ def test_sigkill_then_rerun_loses_no_finished_trial(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "hpsearch",
-        *SMOKE,
+        *CI,
         "n_trials=6",
         "study_name=resume",
         "data.train_size=400",
@@ -254,7 +265,7 @@ def test_a_trial_killed_in_a_single_process_search_is_failed_when_workers_resume
     """kill -9 mid-trial of a one-process search, then ``workers=2`` on the same study with a larger n_trials: the
     killed trial's process is gone, so its trial is failed at once and the search reaches n_trials."""
     first_args = [
-        *HPSEARCH_SMOKE,
+        *HPSEARCH_CI,
         "n_trials=2",
         "study_name=orphan",
         "data.train_size=400",
@@ -273,7 +284,7 @@ def test_a_trial_killed_in_a_single_process_search_is_failed_when_workers_resume
     assert _finished(db, states=("RUNNING",)) == 1, "the first run must be killed mid-trial"
     second = run_command(
         [  # the same data: a study refuses a rerun on other data
-            *HPSEARCH_SMOKE,
+            *HPSEARCH_CI,
             "n_trials=3",
             "workers=2",
             "study_name=orphan",
@@ -297,7 +308,7 @@ def test_interrupt_fails_the_running_trial_writes_results_and_leaves_the_study_r
         sys.executable,
         "-m",
         "hpsearch",
-        *SMOKE,
+        *CI,
         "n_trials=5",
         "study_name=interrupt",
         "data.train_size=400",
@@ -337,7 +348,7 @@ def test_console_script(tmp_path: Path) -> None:
 def test_space_overriding_a_training_value_is_logged_once(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    done = cli(*SMOKE, "n_trials=1", "training.learning_rate=0.5")
+    done = cli(*CI, "n_trials=1", "training.learning_rate=0.5")
     assert done.returncode == 0, done.stderr
     log = (tmp_path / "run" / "__main__.log").read_text()
     assert log.count("the search space sets learning_rate, per_device_train_batch_size") == 1
@@ -364,7 +375,7 @@ def test_saved_config_is_the_resolved_config(
 ) -> None:
     import yaml
 
-    done = cli(*SMOKE, "n_trials=1")
+    done = cli(*CI, "n_trials=1")
     assert done.returncode == 0, done.stderr
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["model"]["tokenizer"]["_target_"] == "hpsearch.model.wordpiece_tokenizer"
@@ -408,7 +419,7 @@ def test_smoke_trains_on_the_readmes_split_file_mapping(
     (tmp_path / "train.csv").write_text("\n".join(lines[:301]) + "\n")
     (tmp_path / "validation.csv").write_text("\n".join([lines[0], *lines[301:338]]) + "\n")
     done = cli(
-        *SMOKE,
+        *CI,
         "n_trials=1",
         f"data.source={{train: {tmp_path / 'train.csv'}, validation: {tmp_path / 'validation.csv'}}}",
         "data.eval_split=validation",
@@ -422,7 +433,7 @@ def test_a_grid_that_runs_out_before_n_trials_exits_6(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     done = cli(
-        *SMOKE,
+        *CI,
         "n_trials=3",
         "backend.sampler=grid",
         "~space",
@@ -442,7 +453,7 @@ def test_a_rerun_that_changes_what_defines_the_study_is_a_config_error(
 ) -> None:
     """Separate commands on one study_name: another model is refused, more trials resume it. optuna keeps the
     definition in the study; the others (here W&B's offline engine) beside the study's state."""
-    search = [*SMOKE, f"backend={backend}", *(["backend.method=random"] if backend == "wandb" else [])]
+    search = [*CI, f"backend={backend}", *(["backend.method=random"] if backend == "wandb" else [])]
     for name in ("WANDB_BASE_URL", "WANDB_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -452,8 +463,8 @@ def test_a_rerun_that_changes_what_defines_the_study_is_a_config_error(
     changed = cli(*search, "n_trials=1", "data.train_size=200", "model.model_init.hidden_size=32")
     assert changed.returncode == 2
     assert changed.stderr.strip().splitlines()[-1] == (
-        "hpsearch: error: model.model_init.hidden_size: study_name=smoke was searched with 64, this run has 32; "
-        "keep the study's model.model_init.hidden_size, or start a new study with study_name=smoke-2"
+        "hpsearch: error: model.model_init.hidden_size: study_name=ci was searched with 64, this run has 32; "
+        "keep the study's model.model_init.hidden_size, or start a new study with study_name=ci-2"
     )
     more = cli(*search, "n_trials=2", "progress=false", "workers=1")
     assert more.returncode == 0, more.stderr[-3000:]
@@ -471,7 +482,7 @@ def test_on_a_terminal_the_first_line_comes_at_once_and_the_running_trial_shows_
     import termios
     import time
 
-    command = [*HPSEARCH_SMOKE, "n_trials=1", "training.eval_strategy=steps", "training.eval_steps=4"]
+    command = [*HPSEARCH_CI, "n_trials=1", "training.eval_strategy=steps", "training.eval_steps=4"]
     command += [f"hydra.run.dir={tmp_path / 'run'}"]
     pid, terminal = pty.fork()
     if pid == 0:  # the child: the command, on a 40x120 terminal (a new pseudo-terminal has no size)
@@ -502,7 +513,7 @@ def test_on_a_terminal_the_first_line_comes_at_once_and_the_running_trial_shows_
 def test_a_run_that_fails_on_its_config_leaves_nothing_behind(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    done = cli(*SMOKE, "data.source=/no/such/file.csv")
+    done = cli(*CI, "data.source=/no/such/file.csv")
     assert done.returncode == 2
     assert not (tmp_path / "run").exists()  # no folder holding only .hydra/ and an empty log
     assert not [path for path in tmp_path.glob(".hpsearch/**/*") if path.is_file()]  # nor an empty journal file
@@ -513,4 +524,4 @@ def test_unknown_top_level_keys_are_refused_through_the_python_api_too(make_conf
     from hpsearch.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^n_trial: not a config key; did you mean 'n_trials'\?$"):
-        run(make_config("experiment=smoke", "+n_trial=3"))
+        run(make_config("experiment=ci", "+n_trial=3"))

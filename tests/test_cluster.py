@@ -18,7 +18,7 @@ import pytest
 from support import POSTGRES_URL, cli_env, free_port, read_trials, requires, run_command
 
 pytestmark = requires(postgres=True)
-SHARED = ["experiment=smoke", "data.train_size=128", "data.eval_size=64"]
+SHARED = ["experiment=ci", "data.train_size=128", "data.eval_size=64"]
 LONG_TRIALS = ["data.train_size=400", "training.num_train_epochs=3"]  # seconds each: time to kill one mid-trial
 
 

@@ -17,7 +17,7 @@ from support import read_trials, requires, run_command
 from hpsearch.compare import importance, read_run_dir
 
 CLI = Callable[..., subprocess.CompletedProcess[str]]
-SMOKE_LOSS = ["experiment=smoke", "objective=loss", "n_trials=4"]  # eval_loss varies from trial to trial
+SMOKE_LOSS = ["experiment=ci", "objective=loss", "n_trials=4"]  # eval_loss varies from trial to trial
 
 
 def compare(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -205,7 +205,7 @@ def test_wandb_report_through_the_real_client(cli: CLI, tmp_path: Path, wandb_se
 def test_a_study_keeps_its_objective(cli: CLI, tmp_path: Path) -> None:
     search(cli, tmp_path, "kept", "n_trials=1")
     other = cli(
-        "experiment=smoke", "objective=accuracy", "n_trials=1", "study_name=kept", f"hydra.run.dir={tmp_path / 'other'}"
+        "experiment=ci", "objective=accuracy", "n_trials=1", "study_name=kept", f"hydra.run.dir={tmp_path / 'other'}"
     )
     assert other.returncode == 2
     assert (

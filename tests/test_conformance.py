@@ -90,7 +90,36 @@ def test_every_trial_of_a_search_gets_new_hyperparameters(
 ) -> None:
     """The trial path, not ``sample()``: transformers' ``set_seed`` resets the global generators every trial,
     which a sampler drawing from them would replay."""
-    done = cli("experiment=smoke", "n_trials=4", *SEARCHES[backend], timeout=300)
+    done = cli("experiment=ci", "n_trials=4", *SEARCHES[backend], timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_trials(tmp_path / "run")
     assert len(rows) == 4 and len({row["learning_rate"] for row in rows}) == 4, rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in [*SEARCHES, "wandb"]],
+)
+def test_a_trainer_subclass_trains_every_trial_with_its_own_compute_loss(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
+) -> None:
+    """``trainer._target_``: hpsearch's per-trial hooks sit in front of the user's class, on every backend."""
+    log = tmp_path / "loss.log"
+    search = SEARCHES.get(backend, ["backend=wandb", "backend.method=random"])
+    offline = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"} if backend == "wandb" else {}
+    done = cli(
+        "experiment=ci",
+        "n_trials=2",
+        "trainer._target_=helpers.LossLoggingTrainer",
+        *search,
+        timeout=300,
+        HPSEARCH_TEST_LOSS_LOG=str(log),
+        **offline,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_trials(tmp_path / "run")
+    assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
+    steps_per_trial = {16: 16, 32: 8}  # 256 examples, one epoch; plus one eval batch of 128
+    expected = sum(steps_per_trial[int(row["per_device_train_batch_size"])] + 1 for row in rows)
+    assert len(log.read_text().split()) == expected  # every step of both trials ran its compute_loss

@@ -26,7 +26,7 @@ def test_optuna_dashboard_lists_the_trials_and_their_metrics(
     executable = shutil.which("optuna-dashboard")
     if executable is None:
         pytest.skip("optuna-dashboard is not installed (pip install 'hpsearch[dashboard]')")
-    done = cli("experiment=smoke", "n_trials=2", "study_name=dash")
+    done = cli("experiment=ci", "n_trials=2", "study_name=dash")
     assert done.returncode == 0, done.stderr[-3000:]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

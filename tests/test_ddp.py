@@ -57,7 +57,7 @@ def assert_ranks_agree(run_dir: Path, expected_trials: int) -> list[dict]:
 
 
 def test_every_rank_trains_rank_zeros_trials_in_real_ddp(tmp_path: Path) -> None:
-    done = torchrun(tmp_path, "experiment=smoke", "n_trials=3")
+    done = torchrun(tmp_path, "experiment=ci", "n_trials=3")
     assert done.returncode == 0, done.stderr[-3000:]
     reports = assert_ranks_agree(tmp_path / "run", 3)
     rows = read_trials(tmp_path / "run")
@@ -79,7 +79,7 @@ def test_a_trial_pruned_on_rank_zero_stops_on_every_rank(tmp_path: Path) -> None
 
 
 def test_exception_on_both_ranks_fails_the_trial_and_the_search_goes_on(tmp_path: Path) -> None:
-    done = torchrun(tmp_path, "experiment=smoke", "n_trials=2", *FAILING_MODEL)
+    done = torchrun(tmp_path, "experiment=ci", "n_trials=2", *FAILING_MODEL)
     # Both grid points tried, one failed: one trial short of n_trials. torchrun names rank 0's code, exits 1.
     assert done.returncode == 1 and "failed (exitcode: 6) local_rank: 0" in done.stderr, done.stderr[-3000:]
     assert "hpsearch: error: n_trials=2: the search ended with 1 finished trials" in done.stderr
@@ -92,7 +92,7 @@ def test_exception_on_one_rank_ends_the_job_quickly(tmp_path: Path) -> None:
     started = time.monotonic()
     done = torchrun(
         tmp_path,
-        "experiment=smoke",
+        "experiment=ci",
         "n_trials=2",
         "model.model_init._target_=helpers.rank_one_failing_tiny_bert",
         "~model.model_init.hidden_size",
@@ -115,8 +115,8 @@ def test_multi_objective_search(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_resumed_study_runs_only_the_missing_trials_on_every_rank(tmp_path: Path) -> None:
-    assert torchrun(tmp_path, "experiment=smoke", "n_trials=2", name="first").returncode == 0
-    done = torchrun(tmp_path, "experiment=smoke", "n_trials=4", name="second")
+    assert torchrun(tmp_path, "experiment=ci", "n_trials=2", name="first").returncode == 0
+    done = torchrun(tmp_path, "experiment=ci", "n_trials=4", name="second")
     assert done.returncode == 0, done.stderr[-3000:]
     assert [row["state"] for row in read_trials(tmp_path / "second")] == ["COMPLETE"] * 4
     assert_ranks_agree(tmp_path / "second", 2)  # only the two missing trials ran, on both ranks
@@ -124,7 +124,7 @@ def test_resumed_study_runs_only_the_missing_trials_on_every_rank(tmp_path: Path
 
 @pytest.mark.parametrize("served", ["sigopt", "wandb"], indirect=True)
 def test_only_rank_zero_talks_to_the_backend_server(served: Served, tmp_path: Path) -> None:
-    done = torchrun(tmp_path, "experiment=smoke", *served.overrides, "n_trials=2", **served.env)
+    done = torchrun(tmp_path, "experiment=ci", *served.overrides, "n_trials=2", **served.env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert served.handed_out() == 2  # one trial at a time, from rank zero alone
     assert_ranks_agree(tmp_path / "run", 2)
@@ -136,7 +136,7 @@ def test_objectives_match_between_world_size_one_and_two(tmp_path: Path) -> None
     """With training frozen (learning rate 0), the objective is pure evaluation, which must not depend on
     the world size; transformers' default scales eval_loss by it."""
     frozen = [
-        "experiment=smoke",
+        "experiment=ci",
         "n_trials=1",
         "objective=loss",
         "~space",
@@ -150,7 +150,7 @@ def test_objectives_match_between_world_size_one_and_two(tmp_path: Path) -> None
 
 
 def test_ray_under_torchrun_is_refused_clearly(tmp_path: Path) -> None:
-    done = torchrun(tmp_path, "experiment=smoke", "backend=ray")
+    done = torchrun(tmp_path, "experiment=ci", "backend=ray")
     assert done.returncode != 0
     assert "backend=ray: Ray starts its own workers, so it does not run under torchrun" in done.stderr
 
@@ -175,17 +175,17 @@ def _study_states(journal: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_rank_failure_mid_trial_with_restarts_fails_that_trial_and_the_search_goes_on(tmp_path: Path) -> None:
-    done = torchrun(tmp_path, "experiment=smoke", "n_trials=3", *MID_TRIAL_FAILURE, restarts=1)
+    done = torchrun(tmp_path, "experiment=ci", "n_trials=3", *MID_TRIAL_FAILURE, restarts=1)
     assert done.returncode == 0, done.stderr[-3000:]
     states = [row["state"] for row in read_trials(tmp_path / "run")]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert _study_states(tmp_path / ".hpsearch" / "smoke.log") == states
+    assert _study_states(tmp_path / ".hpsearch" / "ci.log") == states
 
 
 def test_rank_failure_mid_trial_without_restarts_ends_the_job_and_records_the_trial(tmp_path: Path) -> None:
     started = time.monotonic()
-    done = torchrun(tmp_path, "experiment=smoke", "n_trials=3", *MID_TRIAL_FAILURE)
+    done = torchrun(tmp_path, "experiment=ci", "n_trials=3", *MID_TRIAL_FAILURE)
     assert done.returncode != 0
     assert time.monotonic() - started < 60  # well within a start-up plus training.ddp_timeout=20
     assert "injected failure on rank 1 at the third forward" in done.stderr
-    assert _study_states(tmp_path / ".hpsearch" / "smoke.log") == ["COMPLETE", "FAIL"]  # not left RUNNING
+    assert _study_states(tmp_path / ".hpsearch" / "ci.log") == ["COMPLETE", "FAIL"]  # not left RUNNING

@@ -55,7 +55,7 @@ def test_two_jobs_differing_past_the_readable_part_get_two_studies() -> None:
 def test_a_bad_override_in_a_multirun_is_one_line(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    done = cli("-m", "experiment=smoke", "seed=1,2", "training.nope=3", f"hydra.sweep.dir={tmp_path / 'multi'}")
+    done = cli("-m", "experiment=ci", "seed=1,2", "training.nope=3", f"hydra.sweep.dir={tmp_path / 'multi'}")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "hpsearch: error: Could not override 'training.nope'; To append to your config use +training.nope=3; "
@@ -73,7 +73,7 @@ def test_multirun_keeps_secrets_out_and_a_rerun_resumes_each_jobs_study(
     def multirun(n_trials: int, name: str) -> subprocess.CompletedProcess[str]:
         return cli(
             "-m",
-            "experiment=smoke",
+            "experiment=ci",
             f"n_trials={n_trials}",
             f"+training.hub_token={secret}",
             "+data.notes=postgresql://bob:hunter2@db/x",
@@ -90,7 +90,7 @@ def test_multirun_keeps_secrets_out_and_a_rerun_resumes_each_jobs_study(
         assert [row["state"] for row in read_trials(tmp_path / "second" / job)] == ["COMPLETE"] * 2
         assert read_trials(tmp_path / "second" / job)[:1] == read_trials(tmp_path / "first" / job)
     studies = sorted(path.name for path in (tmp_path / ".hpsearch").iterdir())
-    assert len(studies) == 2 and all(name.startswith("smoke-seed=") for name in studies), studies
+    assert len(studies) == 2 and all(name.startswith("ci-seed=") for name in studies), studies
     for path in tmp_path.rglob("*"):
         assert secret not in path.name and "hunter2" not in path.name, path
         if path.is_file() and path.suffix in (".yaml", ".json", ".csv", ".log"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from hpsearch.app import run
 from hpsearch.backends.base import SearchJob
 from hpsearch.backends.optuna import OptunaSettings
-from hpsearch.backends.optuna.source import StudySource, process_identity
+from hpsearch.backends.optuna.source import STALE_WHILE_STOPPED, StudySource, process_identity
 from hpsearch.backends.optuna.space import distribution, suggest
 from hpsearch.objective import Objectives
 from hpsearch.space import SearchSpace, parse_param
+from hpsearch.trials import TrialOutcome, TrialState
 
 TO_OPTUNA = [
     ({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, FloatDistribution(1e-5, 1e-3, log=True)),
@@ -121,6 +123,29 @@ def test_a_dead_processs_trial_is_failed_only_within_its_own_pid_namespace(
     assert source.study.trials[number].state.name == state
 
 
+@pytest.mark.parametrize("when", ["before its hyperparameters are drawn", "while it trains"])
+def test_a_trial_failed_as_stale_while_its_process_was_stopped_is_dropped(tmp_path: Path, when: str) -> None:
+    """SIGSTOP past the grace period: another process fails the trial (and queues its retry). Resumed, this
+    process finds it finished, at whatever point it was, and drops it: no traceback, the stored FAIL kept."""
+    source, number = _study_with_a_running_trial(tmp_path)
+    storage, trial_id = source.study._storage, source.study.trials[number]._trial_id
+    fail_elsewhere = functools.partial(storage.set_trial_state_values, trial_id, optuna.trial.TrialState.FAIL)
+    taken = optuna.Trial(source.study, trial_id)
+    source._take = lambda: taken  # type: ignore[method-assign]
+    if when.startswith("before"):
+        fail_elsewhere()
+
+    def train(handle: object, params: dict[str, object]) -> TrialOutcome:
+        if when.startswith("while"):
+            fail_elsewhere()
+        return TrialOutcome(state=TrialState.COMPLETE, params=params, values=[0.5])
+
+    outcome = source.next(train)
+    assert outcome is not None and outcome.state is TrialState.FAIL and outcome.error == STALE_WHILE_STOPPED
+    stored = source.study.trials[number]
+    assert stored.state.name == "FAIL" and stored.values is None
+
+
 @pytest.mark.parametrize(
     ("overrides", "warned"),
     [([], False), (["+backend.sampler_kwargs.n_startup_trials=10"], True), (["backend.sampler=random"], False)],
@@ -130,7 +155,7 @@ def test_a_tpe_search_all_inside_its_random_start_up_says_so(
 ) -> None:
     """optuna's TPE draws its first 10 trials at random: a 2-trial "TPE" search with that setting is a random
     search. Unset, hpsearch starts TPE after half of n_trials (here 1)."""
-    run(make_config("experiment=smoke", "n_trials=2", *overrides))
+    run(make_config("experiment=ci", "n_trials=2", *overrides))
     said = [record.getMessage() for record in caplog.records if "draws its first" in record.getMessage()]
     assert bool(said) == warned, said
 

@@ -18,11 +18,11 @@ pytestmark = requires(postgres=True)
 
 def test_study_on_postgres_resumes_to_n_trials(make_config: Callable[..., DictConfig], tmp_path: Path) -> None:
     study = f"pg-{uuid.uuid4().hex[:8]}"
-    first = run(make_config("experiment=smoke", "n_trials=2", f"storage={POSTGRES_URL}", f"study_name={study}"))
+    first = run(make_config("experiment=ci", "n_trials=2", f"storage={POSTGRES_URL}", f"study_name={study}"))
     assert [t.state for t in first.trials] == ["COMPLETE", "COMPLETE"]
     second = run(
         make_config(
-            "experiment=smoke",
+            "experiment=ci",
             "n_trials=3",
             f"storage={POSTGRES_URL}",
             f"study_name={study}",

@@ -18,7 +18,7 @@ from support import read_trials, run_command
 from hpsearch.backends.ray import domain
 from hpsearch.space import parse_param
 
-RAY_SMOKE = [sys.executable, "-m", "hpsearch", "experiment=smoke", "backend=ray"]
+RAY_CI = [sys.executable, "-m", "hpsearch", "experiment=ci", "backend=ray"]
 TO_RAY = [
     ({"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, tune.loguniform(1e-5, 1e-3)),
     ({"type": "float", "low": 0.0, "high": 0.5}, tune.uniform(0.0, 0.5)),
@@ -59,11 +59,11 @@ def test_fixed_maps_to_its_value() -> None:
 def test_smoke_search_on_a_local_ray_runtime(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    done = cli("experiment=smoke", "backend=ray", "n_trials=3", HOME=str(tmp_path / "home"))
+    done = cli("experiment=ci", "backend=ray", "n_trials=3", HOME=str(tmp_path / "home"))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_trials(tmp_path / "run")
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3
-    assert (tmp_path / "run" / "ray" / "smoke").is_dir()  # Ray's results live under the run directory
+    assert (tmp_path / "run" / "ray" / "ci").is_dir()  # Ray's results live under the run directory
     assert not (tmp_path / "home" / "ray_results").exists()
     assert (tmp_path / "run" / "best.json").is_file()
 
@@ -89,7 +89,7 @@ def test_joins_an_existing_ray_cluster(cli: Callable[..., subprocess.CompletedPr
     subprocess.run(start, check=True, capture_output=True, timeout=120, env=local)
     try:
         done = cli(
-            "experiment=smoke",
+            "experiment=ci",
             "backend=ray",
             "n_trials=2",
             f"backend.address=127.0.0.1:{port}",
@@ -105,7 +105,7 @@ def test_joins_an_existing_ray_cluster(cli: Callable[..., subprocess.CompletedPr
 @pytest.mark.slow
 def test_asha_stops_weak_trials_early(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     done = cli(
-        "experiment=smoke",
+        "experiment=ci",
         "backend=ray",
         "n_trials=4",
         "backend.scheduler=asha",
@@ -122,7 +122,7 @@ def test_asha_stops_weak_trials_early(cli: Callable[..., subprocess.CompletedPro
 def test_scheduler_without_in_training_evaluation_is_rejected(
     cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    done = cli("experiment=smoke", "backend=ray", "backend.scheduler=asha")
+    done = cli("experiment=ci", "backend=ray", "backend.scheduler=asha")
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "hpsearch: error: backend.scheduler=asha: early stopping needs in-training evaluation; "
@@ -133,7 +133,7 @@ def test_scheduler_without_in_training_evaluation_is_rejected(
 def test_more_gpu_than_the_runtime_has_is_an_error_not_a_hang(
     cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    done = cli("experiment=smoke", "backend=ray", "++backend.resources_per_trial.gpu=0.5", timeout=120)
+    done = cli("experiment=ci", "backend=ray", "++backend.resources_per_trial.gpu=0.5", timeout=120)
     assert done.returncode == 2
     assert "backend.resources_per_trial.gpu=0.5: the Ray runtime has only 0" in done.stderr
 
@@ -143,7 +143,7 @@ def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     done = cli(
-        "experiment=smoke",
+        "experiment=ci",
         "backend=ray",
         "n_trials=2",
         "backend.scheduler=pbt",
@@ -160,7 +160,7 @@ def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_trials(tmp_path / "run")
     assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
-    exploits = (tmp_path / "run" / "ray" / "smoke" / "pbt_global.txt").read_text().splitlines()
+    exploits = (tmp_path / "run" / "ray" / "ci" / "pbt_global.txt").read_text().splitlines()
     assert exploits  # Ray cloned a checkpoint into the weaker trial at least once
     lrs = {json.loads(line)[4]["learning_rate"] for line in exploits} | {
         json.loads(line)[5]["learning_rate"] for line in exploits
@@ -184,14 +184,14 @@ def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path
     from support import cli_env
 
     args = [
-        *RAY_SMOKE,
+        *RAY_CI,
         "n_trials=4",
         "data.train_size=400",
         "training.num_train_epochs=8",
         "backend.max_concurrent_trials=1",
         f"hydra.run.dir={tmp_path / 'first'}",
     ]
-    experiment = tmp_path / ".hpsearch" / "ray" / "smoke" / "smoke"
+    experiment = tmp_path / ".hpsearch" / "ray" / "ci" / "ci"
     first = subprocess.Popen(
         args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -226,7 +226,7 @@ def test_local_runtime_keeps_its_files_private_and_needs_a_token_beyond_loopback
 
     scratch = Path(tempfile.mkdtemp(prefix="hps", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     args = [
-        *RAY_SMOKE,
+        *RAY_CI,
         "n_trials=3",
         "data.train_size=400",
         "training.num_train_epochs=3",
@@ -265,12 +265,12 @@ def test_local_runtime_keeps_its_files_private_and_needs_a_token_beyond_loopback
 def test_raising_n_trials_and_failed_trials_get_a_further_experiment(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    """A Ray experiment cannot grow: the missing trials run as ``smoke+1``, reseeded, so no draw is replayed."""
+    """A Ray experiment cannot grow: the missing trials run as ``ci+1``, reseeded, so no draw is replayed."""
     from support import FAILING_MODEL
 
     random_failures = [override for override in FAILING_MODEL if override != "backend.sampler=grid"]
     space = "+space={hidden_dropout_prob:{type:categorical,choices:[0.0,0.1]},learning_rate:{type:float,low:1e-4,high:1e-2,log:true}}"
-    overrides = ["experiment=smoke", "backend=ray", "seed=3", *random_failures[:-1], space]
+    overrides = ["experiment=ci", "backend=ray", "seed=3", *random_failures[:-1], space]
     first = cli(*overrides, "n_trials=2", f"hydra.run.dir={tmp_path / 'first'}", timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     first_rows = read_trials(tmp_path / "first")
@@ -282,5 +282,5 @@ def test_raising_n_trials_and_failed_trials_get_a_further_experiment(
     assert rows[: len(first_rows)] == first_rows
     assert sum(row["state"] == "COMPLETE" for row in rows) == 3
     assert len({row["learning_rate"] for row in rows}) == len(rows)
-    experiments = sorted(path.name for path in (tmp_path / ".hpsearch" / "ray" / "smoke").iterdir())
-    assert experiments[0] == "smoke" and experiments[1] == "smoke+1", experiments
+    experiments = sorted(path.name for path in (tmp_path / ".hpsearch" / "ray" / "ci").iterdir())
+    assert experiments[0] == "ci" and experiments[1] == "ci+1", experiments

@@ -19,7 +19,7 @@ from hpsearch.results import BEST_JSON, BEST_YAML
 
 
 def test_smoke_search_writes_every_result_file(make_config: Callable[..., DictConfig]) -> None:
-    cfg = make_config("experiment=smoke", "n_trials=3", "seed=1")
+    cfg = make_config("experiment=ci", "n_trials=3", "seed=1")
     result = run(cfg)
     run_dir = Path(cfg.run_dir)
 
@@ -58,7 +58,7 @@ def test_smoke_search_writes_every_result_file(make_config: Callable[..., DictCo
 
 def test_trials_reach_training_arguments_and_model_init(make_config: Callable[..., DictConfig]) -> None:
     cfg = make_config(
-        "experiment=smoke",
+        "experiment=ci",
         "n_trials=2",
         "~space.hidden_dropout_prob",
         "+space.hidden_dropout_prob={type:fixed,value:0.2}",
@@ -89,9 +89,9 @@ def test_trials_reach_training_arguments_and_model_init(make_config: Callable[..
 def test_rerun_from_best_yaml_trains_exactly_the_best_hyperparameters(
     make_config: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    first = run(make_config("experiment=smoke", "n_trials=2"))
+    first = run(make_config("experiment=ci", "n_trials=2"))
     best_yaml = tmp_path / "run" / BEST_YAML
-    again = run(make_config("experiment=smoke", f"rerun={best_yaml}", f"run_dir={tmp_path / 'rerun'}"))
+    again = run(make_config("experiment=ci", f"rerun={best_yaml}", f"run_dir={tmp_path / 'rerun'}"))
     assert len(again.trials) == 1
     assert again.trials[0].params == first.best.params
     assert again.best.values == pytest.approx(first.best.values)
@@ -99,7 +99,7 @@ def test_rerun_from_best_yaml_trains_exactly_the_best_hyperparameters(
 
 def test_failing_trial_is_recorded_and_the_search_goes_on(make_config: Callable[..., DictConfig]) -> None:
     """Both grid points are tried; with one failed, the grid runs out one trial short of n_trials=2."""
-    cfg = make_config("experiment=smoke", "n_trials=2", *FAILING_MODEL)
+    cfg = make_config("experiment=ci", "n_trials=2", *FAILING_MODEL)
     with pytest.raises(SearchIncomplete, match=r"n_trials=2: the search ended with 1 finished trials: .* grid"):
         run(cfg)
     rows = {float(row["hidden_dropout_prob"]): row for row in read_trials(Path(cfg.run_dir))}
@@ -109,7 +109,7 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(make_config: Callable[
 
 
 def test_too_many_failures_stop_the_search(make_config: Callable[..., DictConfig]) -> None:
-    cfg = make_config("experiment=smoke", "n_trials=2", "max_failures=0", *FAILING_MODEL)
+    cfg = make_config("experiment=ci", "n_trials=2", "max_failures=0", *FAILING_MODEL)
     with pytest.raises(SearchAborted, match=r"max_failures: 1 trials failed \(max_failures=0\).*injected failure"):
         run(cfg)
     assert any(row["state"] == "FAIL" for row in read_trials(Path(cfg.run_dir)))
@@ -119,7 +119,7 @@ def test_nan_objective_is_a_failed_trial(make_config: Callable[..., DictConfig])
     overrides = [
         o.replace("failing_tiny_bert", "nan_tiny_bert").replace("fail_when", "nan_when") for o in FAILING_MODEL
     ]
-    cfg = make_config("experiment=smoke", "n_trials=2", "objective=loss", *overrides)
+    cfg = make_config("experiment=ci", "n_trials=2", "objective=loss", *overrides)
     with pytest.raises(SearchIncomplete):
         run(cfg)
     states = {float(row["hidden_dropout_prob"]): row["state"] for row in read_trials(Path(cfg.run_dir))}
@@ -158,7 +158,7 @@ def test_objective_from_the_last_or_the_best_evaluation(
 
     # eval_loss of a high learning rate: it jumps about, so a trial's best evaluation is seldom its last.
     cfg = make_config(
-        "experiment=smoke",
+        "experiment=ci",
         "objective=loss",
         "n_trials=2",
         "study_name=select",
@@ -191,7 +191,7 @@ def test_failed_trials_are_replaced_until_n_trials_finished(
     the progress counts finished trials only (it never runs past n_trials)."""
     random_failures = [override for override in FAILING_MODEL if override != "backend.sampler=grid"]
     overrides = ["n_trials=3", "max_failures=10", "backend.sampler=random", "progress=true", *random_failures]
-    cfg = make_config("experiment=smoke", *overrides)
+    cfg = make_config("experiment=ci", *overrides)
     with caplog.at_level("INFO", logger="hpsearch.progress"):
         states = [trial.state.value for trial in run(cfg).trials]
     assert states.count("COMPLETE") == 3 and "FAIL" in states, states

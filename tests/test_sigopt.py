@@ -51,7 +51,7 @@ def test_space_maps_to_exact_sigopt_parameter(spec: dict, expected: object) -> N
 def test_smoke_search_records_observations_on_the_server(
     make_config: Callable[..., DictConfig], sigopt_server: SigOptStandIn
 ) -> None:
-    cfg = make_config("experiment=smoke", "backend=sigopt", "n_trials=3")
+    cfg = make_config("experiment=ci", "backend=sigopt", "n_trials=3")
     result = run(cfg)
     ((experiment_id, experiment),) = sigopt_server.experiments.items()
     assert experiment["observation_budget"] == 3
@@ -72,7 +72,7 @@ def test_failed_trial_is_a_failed_observation_and_rerun_joins_the_experiment(
     from support import FAILING_MODEL
 
     failing = [o for o in FAILING_MODEL if o != "backend.sampler=grid"]
-    run(make_config("experiment=smoke", "backend=sigopt", "n_trials=2", "max_failures=10", *failing))
+    run(make_config("experiment=ci", "backend=sigopt", "n_trials=2", "max_failures=10", *failing))
     ((experiment_id, observations),) = sigopt_server.observations.items()
     failed = [o for o in observations if o["failed"]]
     assert all(o["assignments"]["hidden_dropout_prob"] == "0.1" for o in failed)
@@ -80,7 +80,7 @@ def test_failed_trial_is_a_failed_observation_and_rerun_joins_the_experiment(
 
     again = run(
         make_config(
-            "experiment=smoke",
+            "experiment=ci",
             "backend=sigopt",
             "n_trials=3",
             "max_failures=10",
@@ -95,7 +95,7 @@ def test_failed_trial_is_a_failed_observation_and_rerun_joins_the_experiment(
 
 def test_unreachable_server_fails_fast_with_one_line(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     started = time.monotonic()
-    done = cli("experiment=smoke", "backend=sigopt", SIGOPT_API_URL="http://127.0.0.1:9", SIGOPT_API_TOKEN="x")
+    done = cli("experiment=ci", "backend=sigopt", SIGOPT_API_URL="http://127.0.0.1:9", SIGOPT_API_TOKEN="x")
     assert time.monotonic() - started < 60
     assert done.returncode == 3  # backend unavailable
     assert done.stderr.strip().startswith(
@@ -105,7 +105,7 @@ def test_unreachable_server_fails_fast_with_one_line(cli: Callable[..., subproce
 
 
 def test_missing_token_is_a_config_error(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
-    done = cli("experiment=smoke", "backend=sigopt", SIGOPT_API_TOKEN="")
+    done = cli("experiment=ci", "backend=sigopt", SIGOPT_API_TOKEN="")
     assert done.returncode == 2
     assert "set the SIGOPT_API_TOKEN environment variable" in done.stderr
 
@@ -116,7 +116,7 @@ def test_sigoptlite_driver_runs_in_memory(
 ) -> None:
     """SigOpt's own in-memory optimizer; optional, since it pins an old numpy (install it with --no-deps)."""
     monkeypatch.delenv("SIGOPT_API_TOKEN", raising=False)
-    result = run(make_config("experiment=smoke", "backend=sigopt", "backend.driver=lite", "n_trials=3"))
+    result = run(make_config("experiment=ci", "backend=sigopt", "backend.driver=lite", "n_trials=3"))
     assert [t.state for t in result.trials] == ["COMPLETE"] * 3
     for trial in result.trials:
         assert trial.params["per_device_train_batch_size"] in (16, 32)
@@ -126,13 +126,13 @@ def test_sigoptlite_driver_runs_in_memory(
 def test_remembered_experiment_unknown_to_the_server_says_where_it_came_from(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, sigopt_server: SigOptStandIn
 ) -> None:
-    state = tmp_path / ".hpsearch" / "sigopt-smoke.json"
+    state = tmp_path / ".hpsearch" / "sigopt-ci.json"
     state.parent.mkdir(parents=True)
     state.write_text('{"experiment_id": "999"}')
-    done = cli("experiment=smoke", "backend=sigopt", "n_trials=1")
+    done = cli("experiment=ci", "backend=sigopt", "n_trials=1")
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"hpsearch: error: backend.experiment_id: '999', remembered for study_name=smoke in {state}, is unknown to "
+        f"hpsearch: error: backend.experiment_id: '999', remembered for study_name=ci in {state}, is unknown to "
         "the sigopt server; delete that file or pick another study_name to start afresh"
     )
 
@@ -140,7 +140,7 @@ def test_remembered_experiment_unknown_to_the_server_says_where_it_came_from(
 def test_configured_experiment_unknown_to_the_server(
     cli: Callable[..., subprocess.CompletedProcess[str]], sigopt_server: SigOptStandIn
 ) -> None:
-    done = cli("experiment=smoke", "backend=sigopt", "n_trials=1", "backend.experiment_id=999")
+    done = cli("experiment=ci", "backend=sigopt", "n_trials=1", "backend.experiment_id=999")
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "hpsearch: error: backend.experiment_id=999: the sigopt server does not know it; check the id and the "

@@ -126,7 +126,7 @@ def test_regression_has_float_labels_one_output_and_a_spearman_objective(
 ) -> None:
     pd.DataFrame(reviews(120)).to_csv(tmp_path / "scores.csv", index=False)
     overrides = [
-        "experiment=smoke",
+        "experiment=ci",
         f"data.source={tmp_path / 'scores.csv'}",
         "data.text_column=review",
         "data.label_column=score",
@@ -222,7 +222,7 @@ BAD_TASKS = [
 def test_bad_task_input_is_one_line(
     cli: CLI, tmp_path: Path, overrides: Callable[[dict], list[str]], message: str
 ) -> None:
-    done = cli("experiment=smoke", "data.train_size=null", "data.eval_size=10", *overrides(_bad_files(tmp_path)))
+    done = cli("experiment=ci", "data.train_size=null", "data.eval_size=10", *overrides(_bad_files(tmp_path)))
     assert done.returncode == 2, done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("[")]
     assert lines == [lines[0]] and lines[0].startswith("hpsearch: error: ") and message in lines[0], done.stderr[-2000:]

@@ -59,7 +59,7 @@ def _tags(folder: Path) -> dict[str, list[str]]:
 def test_sweep_runs_one_wandb_run_per_trial_and_reads_results_back(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
-    done = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=3", **wandb_env(wandb_server))
+    done = cli("experiment=ci", "backend=wandb", "backend.method=random", "n_trials=3", **wandb_env(wandb_server))
     assert done.returncode == 0, done.stderr[-3000:]
 
     ((sweep_name, sweep),) = wandb_server.sweeps.items()
@@ -79,7 +79,7 @@ def test_sweep_runs_one_wandb_run_per_trial_and_reads_results_back(
     assert len(runs) == 3 and len({run.run_id for run in runs}) == 3  # exactly one run per trial
     rows = read_trials(tmp_path / "run")
     for run, row in zip(runs, rows, strict=False):
-        assert (run.group, run.job_type, run.sweep_id) == ("smoke", "trial", sweep_name)
+        assert (run.group, run.job_type, run.sweep_id) == ("ci", "trial", sweep_name)
         assert set(run.config) == {"learning_rate", "per_device_train_batch_size", "hidden_dropout_prob"}
         assert run.config["learning_rate"] == float(row["learning_rate"])
         assert run.summary["eval_accuracy"] == float(row["objective"])  # the trial's own objective
@@ -88,7 +88,7 @@ def test_sweep_runs_one_wandb_run_per_trial_and_reads_results_back(
 
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     best_run = runs[best["trial"]].run_id
-    assert _tags(tmp_path / "run" / "wandb")[best_run] == ["best", "smoke"]
+    assert _tags(tmp_path / "run" / "wandb")[best_run] == ["best", "ci"]
 
 
 @pytest.mark.slow
@@ -96,8 +96,8 @@ def test_rerun_joins_the_same_sweep(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
     env = {**wandb_env(wandb_server), "WANDB_DIR": str(tmp_path / "wandb-files")}
-    assert cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=2", **env).returncode == 0
-    again = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=3", **env)
+    assert cli("experiment=ci", "backend=wandb", "backend.method=random", "n_trials=2", **env).returncode == 0
+    again = cli("experiment=ci", "backend=wandb", "backend.method=random", "n_trials=3", **env)
     assert again.returncode == 0, again.stderr[-3000:]
     (issued,) = wandb_server.issued.values()
     assert len(issued) == 3  # one sweep, and one more suggestion for the one more trial
@@ -109,7 +109,7 @@ def test_grid_sweep_stops_when_the_grid_is_exhausted(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
     done = cli(
-        "experiment=smoke",
+        "experiment=ci",
         "backend=wandb",
         "backend.method=grid",
         "n_trials=10",
@@ -128,12 +128,12 @@ def test_grid_sweep_stops_when_the_grid_is_exhausted(
 def test_tracking_logs_optuna_trials_as_runs_and_tags_the_best(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
-    done = cli("experiment=smoke", "tracking=wandb", "n_trials=3", **wandb_env(wandb_server))
+    done = cli("experiment=ci", "tracking=wandb", "n_trials=3", **wandb_env(wandb_server))
     assert done.returncode == 0, done.stderr[-3000:]
     runs = _trial_runs(tmp_path / "run" / "wandb")
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert len(runs) == 3
-    assert {(run.group, run.job_type) for run in runs} == {("smoke", "trial")}
+    assert {(run.group, run.job_type) for run in runs} == {("ci", "trial")}
     best_runs = [run for run in runs if run.config == best["hyperparameters"]]
     assert len(best_runs) == 1
     assert _tags(tmp_path / "run" / "wandb")[best_runs[0].run_id] == ["best", "optuna"]
@@ -145,7 +145,7 @@ def test_tracking_logs_ray_trials_from_the_driver(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     done = cli(
-        "experiment=smoke", "backend=ray", "tracking=wandb", "n_trials=2", WANDB_MODE="offline", WANDB_SILENT="true"
+        "experiment=ci", "backend=ray", "tracking=wandb", "n_trials=2", WANDB_MODE="offline", WANDB_SILENT="true"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = _trial_runs(tmp_path / "run" / "wandb")
@@ -156,7 +156,7 @@ def test_tracking_logs_ray_trials_from_the_driver(
 
 def test_unreachable_server_fails_within_seconds(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     started = time.monotonic()
-    done = cli("experiment=smoke", "backend=wandb", WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="k" * 40)
+    done = cli("experiment=ci", "backend=wandb", WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="k" * 40)
     assert time.monotonic() - started < 30
     assert done.returncode == 3  # backend unavailable
     assert (
@@ -169,7 +169,7 @@ def test_unreachable_server_fails_within_seconds(cli: Callable[..., subprocess.C
 
 def test_several_objectives_are_rejected(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     done = cli(
-        "experiment=smoke",
+        "experiment=ci",
         "backend=wandb",
         "objective.objectives=[{metric:eval_accuracy,direction:maximize},{metric:eval_loss,direction:minimize}]",
     )
@@ -186,7 +186,7 @@ def test_no_secret_reaches_the_wandb_run_files(
 ) -> None:
     """A password typed on the command line is not in what W&B would upload: command line, config, metadata."""
     done = cli(
-        "experiment=smoke",
+        "experiment=ci",
         "backend=wandb",
         "backend.method=random",
         "n_trials=1",
@@ -206,7 +206,7 @@ def test_offline_search_resumes_from_a_new_run_directory(tmp_path: Path, wandb_s
     """Two separate commands, each with its own timestamped run directory, as a user runs them."""
     from support import run_cli
 
-    args = ["experiment=smoke", "backend=wandb", "backend.method=random"]
+    args = ["experiment=ci", "backend=wandb", "backend.method=random"]
     first = run_cli([*args, "n_trials=2", f"hydra.run.dir={tmp_path / 'first'}"], tmp_path, **wandb_env(wandb_server))
     assert first.returncode == 0, first.stderr[-3000:]
     second = run_cli([*args, "n_trials=3", f"hydra.run.dir={tmp_path / 'second'}"], tmp_path, **wandb_env(wandb_server))
@@ -223,7 +223,7 @@ def test_offline_mode_checks_no_server_reachability(
     cli: Callable[..., subprocess.CompletedProcess[str]], wandb_server: WandbStandIn
 ) -> None:
     """hpsearch's own reachability probe is for online runs only; offline, only the sweep's own calls happen."""
-    done = cli("experiment=smoke", "backend=wandb", "backend.method=random", "n_trials=1", **wandb_env(wandb_server))
+    done = cli("experiment=ci", "backend=wandb", "backend.method=random", "n_trials=1", **wandb_env(wandb_server))
     assert done.returncode == 0, done.stderr[-3000:]
     assert wandb_server.silent_connections == 0  # no bare connect-and-close probe
 
@@ -231,13 +231,13 @@ def test_offline_mode_checks_no_server_reachability(
 def test_remembered_sweep_unknown_to_the_server_says_where_it_came_from(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
 ) -> None:
-    state = tmp_path / ".hpsearch" / "wandb-smoke.json"
+    state = tmp_path / ".hpsearch" / "wandb-ci.json"
     state.parent.mkdir(parents=True)
     state.write_text(json.dumps({"sweep_id": "gone123"}))
-    done = cli("experiment=smoke", "backend=wandb", "n_trials=1", **wandb_env(wandb_server))
+    done = cli("experiment=ci", "backend=wandb", "n_trials=1", **wandb_env(wandb_server))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        f"hpsearch: error: backend.sweep_id: 'gone123', remembered for study_name=smoke in {state}, is unknown to "
+        f"hpsearch: error: backend.sweep_id: 'gone123', remembered for study_name=ci in {state}, is unknown to "
         "the wandb server; delete that file or pick another study_name to start afresh"
     )
 
@@ -261,7 +261,7 @@ def test_offline_sweep_without_a_server_runs_wandbs_engine_locally(tmp_path: Pat
             sys.executable,
             "-m",
             "hpsearch",
-            "experiment=smoke",
+            "experiment=ci",
             "backend=wandb",
             "backend.method=bayes",
             f"n_trials={n_trials}",
@@ -282,7 +282,7 @@ def test_offline_sweep_without_a_server_runs_wandbs_engine_locally(tmp_path: Pat
     assert "best" in _tags((tmp_path / "second" / "wandb").resolve())[runs[best["trial"]].run_id]
 
 
-LOCAL_RANDOM_SWEEP = ["experiment=smoke", "backend=wandb", "backend.method=random"]
+LOCAL_RANDOM_SWEEP = ["experiment=ci", "backend=wandb", "backend.method=random"]
 
 
 def offline_without_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
@@ -391,7 +391,7 @@ def test_a_killed_workers_run_is_closed_as_failed_in_the_offline_files(
     args += ["training.num_train_epochs=3", f"hydra.run.dir={tmp_path / 'run'}"]
     env = cli_env(**offline_without_server(monkeypatch))
     launcher = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    folder = tmp_path / ".hpsearch" / "wandb" / "smoke"
+    folder = tmp_path / ".hpsearch" / "wandb" / "ci"
     victim, deadline = None, time.monotonic() + 120
     while victim is None and time.monotonic() < deadline and launcher.poll() is None:
         time.sleep(0.3)

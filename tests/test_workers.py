@@ -18,13 +18,13 @@ from hpsearch.budget import TrialBudget
 from hpsearch.workers import worker_count, worker_environments
 
 # 3 epochs: trials of a few seconds, so a worker that starts a little later still gets one of the 4
-TWO_WORKERS = ["experiment=smoke", "workers=2", "n_trials=4", "training.num_train_epochs=3"]
+TWO_WORKERS = ["experiment=ci", "workers=2", "n_trials=4", "training.num_train_epochs=3"]
 # two workers on trials long enough (seconds each) to kill one mid-trial
 KILLABLE = [
     sys.executable,
     "-m",
     "hpsearch",
-    "experiment=smoke",
+    "experiment=ci",
     "workers=2",
     "data.train_size=400",
     "training.num_train_epochs=3",
@@ -96,7 +96,7 @@ def test_two_workers_train_exactly_n_trials_of_one_search(
     kept = json.loads((tmp_path / "run" / "best_model" / "hpsearch_best.json").read_text())
     assert kept["values"] == [json.loads((tmp_path / "run" / "best.json").read_text())["objective"]]
     if served.backend == "optuna":
-        assert (tmp_path / ".hpsearch" / "smoke.log").is_file()  # optuna's journal file: safe for parallel writers
+        assert (tmp_path / ".hpsearch" / "ci.log").is_file()  # optuna's journal file: safe for parallel writers
     elif served.backend == "sigopt":
         (experiment,) = served.server.experiments.values()
         assert experiment["parallel_bandwidth"] == 2
@@ -203,7 +203,7 @@ def test_out_of_memory_trial_is_failed_and_the_worker_goes_on(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     done = cli(
-        "experiment=smoke",
+        "experiment=ci",
         "workers=2",
         "n_trials=3",
         "max_failures=10",
@@ -225,13 +225,16 @@ def test_out_of_memory_trial_is_failed_and_the_worker_goes_on(
 def test_worker_memory_stays_flat_over_twenty_trials(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    done = cli("experiment=smoke", "workers=2", "n_trials=20", "data.train_size=128", "data.eval_size=64", timeout=400)
+    done = cli("experiment=ci", "workers=2", "n_trials=20", "data.train_size=128", "data.eval_size=64", timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     by_worker: dict[int, list[float]] = {}
     for entry in worker_lines(tmp_path / "run"):
         by_worker.setdefault(entry["pid"], []).append(entry["rss_mb"])
-    for series in by_worker.values():
-        assert len(series) >= 5
+    assert sum(map(len, by_worker.values())) >= 20
+    # The workers claim trials as they free up, so the split between them varies (a CI run gave 16 and 4).
+    long_enough = [series for series in by_worker.values() if len(series) >= 5]
+    assert long_enough, by_worker
+    for series in long_enough:
         settled = series[2:]  # the first trials warm caches and allocators up
         assert max(settled) - min(settled) < 40, series
 
@@ -245,7 +248,7 @@ def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
         "--nproc_per_node=2",
         "-m",
         "hpsearch",
-        "experiment=smoke",
+        "experiment=ci",
         "workers=2",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]

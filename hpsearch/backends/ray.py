@@ -112,6 +112,7 @@ class TrialPayload:
     """Everything a Ray worker needs to train trials; shipped once through the object store."""
 
     trainer_kwargs: dict[str, Any]
+    trainer_base: type  # the configured Trainer class (trainer._target_), importable where Ray unpickles it
     space: SearchSpace
     objectives: Objectives
     report_intermediate: bool
@@ -122,10 +123,11 @@ class TrialPayload:
         import torch
         from transformers import PrinterCallback
 
-        from hpsearch.trainer import SearchTrainer
+        from hpsearch.trainer import search_trainer_class
 
         torch.set_num_threads(self.threads)  # one trial per reserved CPU, not one per core
-        trainer = SearchTrainer(space=self.space, objectives=self.objectives, **self.trainer_kwargs)
+        trainer_class = search_trainer_class(self.trainer_base)
+        trainer = trainer_class(space=self.space, objectives=self.objectives, **self.trainer_kwargs)
         trainer.remove_callback(PrinterCallback)
         return trainer
 
@@ -297,6 +299,7 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
                 "compute_metrics": trainer.compute_metrics,
                 "best_model": trainer.best_model,
             },
+            trainer_base=trainer.hpsearch_base,
             space=job.space,
             objectives=job.objectives,
             report_intermediate=job.settings.scheduler != "none",

@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 from collections import Counter
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.backends.base import SearchJob
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
 
 WAIT_POLL_S = 2.0  # how often a process with nothing to take looks at the study again
 SURPLUS = "hpsearch:surplus"  # system attribute of a trial asked for when the budget was already taken
+STALE_WHILE_STOPPED = "failed as stale while its process was stopped"
 
 
 class StudySource(TrialSource):
@@ -53,36 +53,49 @@ class StudySource(TrialSource):
         trial = self._take()
         if trial is None:
             return None
-        for name, value in self.identity.items():
-            trial.set_user_attr(name, value)
         try:
-            with get_heartbeat_thread(trial._trial_id, self.study._storage):
-                outcome = train(trial, suggest(trial, self.job.space))
-        except BaseException:  # Ctrl-C, a config error: the trial must not stay RUNNING
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        state = optuna.trial.TrialState[outcome.state.value]
-        try:
-            _store(trial, outcome)
-            self.study.tell(trial, outcome.values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+            for name, value in self.identity.items():
+                trial.set_user_attr(name, value)
+            try:
+                with get_heartbeat_thread(trial._trial_id, self.study._storage):
+                    outcome = train(trial, suggest(trial, self.job.space))
+            except BaseException:  # Ctrl-C, a config error: the trial must not stay RUNNING
+                if not self._finished_elsewhere(trial):
+                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            self._tell(trial, outcome)
         except optuna.exceptions.UpdateFinishedTrialError:
             # This process was stopped (SIGSTOP, a network partition) for longer than the grace period: another
             # process failed the trial as stale, and optuna's retry callback has queued it again. Drop it.
             print(
                 f"hpsearch: trial {trial.number} was failed as stale while this process was stopped; its retry is "
-                "already queued, so this result is dropped",
+                "already queued, so this trial is dropped",
                 file=sys.stderr,
             )
-            return replace(
-                outcome, state=TrialState.FAIL, values=None, error="failed as stale while its process was stopped"
-            )
+            return TrialOutcome(state=TrialState.FAIL, params=dict(trial.params), error=STALE_WHILE_STOPPED)
+        return outcome
+
+    def _tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        import optuna
+
+        state = optuna.trial.TrialState[outcome.state.value]
+        _store(trial, outcome)
+        try:
+            self.study.tell(trial, outcome.values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        except ValueError as refused:  # "Cannot tell a FAIL trial": the trial was finished elsewhere meanwhile
+            if self._finished_elsewhere(trial):
+                raise optuna.exceptions.UpdateFinishedTrialError(str(refused)) from refused
+            raise
         except RuntimeError:
             # A used-up grid makes GridSampler call study.stop(), which raises outside study.optimize once the
             # trial is stored; the next call then finds the grid exhausted.
             if not grid_exhausted(self.study):
                 raise
-        return outcome
+
+    def _finished_elsewhere(self, trial: optuna.Trial) -> bool:
+        """Did another process finish this trial (failed as stale while this one was stopped)?"""
+        return self.study._storage.get_trial(trial._trial_id).state.is_finished()
 
     def report(self, handle: Any, step: int, metrics: dict[str, float]) -> None:
         """Report the objective to optuna's pruner, and stop the trial where it says so."""
