@@ -18,15 +18,22 @@ for run in ("one", "two"):
     assert states == ["COMPLETE"] * 3, (run, states)
 print("plain install: one process and workers=2 trained every trial")
 PY
-for backend in ray wandb sigopt; do
+# Each optional part, left out, says in one line (exit 2) which extra to install.
+check_hint() {  # expected line prefix, then the overrides
+  local expected=$1
+  shift
   set +e
-  output=$(python -m hpsearch experiment=smoke backend=$backend 2>&1)
+  output=$(python -m hpsearch experiment=ci "$@" 2>&1)
   code=$?
   set -e
-  expected="hpsearch: error: backend=$backend needs the package"
   if [ "$code" != 2 ] || [ "$(printf '%s\n' "$output" | grep -c .)" != 1 ] || [[ "$output" != "$expected"* ]]; then
-    printf 'plain install: backend=%s should exit 2 with one install hint, got %s:\n%s\n' "$backend" "$code" "$output" >&2
+    printf 'plain install: %s should exit 2 with one install hint, got %s:\n%s\n' "$*" "$code" "$output" >&2
     exit 1
   fi
+}
+for backend in ray wandb sigopt; do
+  check_hint "hpsearch: error: backend=$backend needs the package" backend=$backend
 done
-echo "plain install: ray, wandb and sigopt each name their extra in one line"
+check_hint "hpsearch: error: peft=lora needs the package 'peft', which is not installed; fix: pip install 'hpsearch[peft]'" peft=lora
+check_hint "hpsearch: error: trainer._target_: cannot import 'trl.SFTTrainer'" trainer._target_=trl.SFTTrainer
+echo "plain install: ray, wandb, sigopt, peft and trl each name their extra in one line"

@@ -54,7 +54,8 @@ def _file_builder(path: Path) -> str | None:
     return _FILE_BUILDERS.get(suffixes[-1]) if suffixes else None
 
 
-def _load_raw(source: Any, subset: str | None) -> DatasetDict:
+def load_source(source: Any, subset: str | None = None) -> DatasetDict:
+    """``data.source`` read: a hub dataset or folder, a local file, or a mapping of split names to files."""
     if isinstance(source, Mapping):
         return _load_files(
             {str(split): _data_file(str(path), f"data.source.{split}") for split, path in source.items()}
@@ -195,7 +196,7 @@ def _split(dataset: Dataset, test_size: int, stratify: str | None, seed: int) ->
 
 def read_data(config: Mapping[str, Any], seed: int) -> PreparedData:
     """Load, check, split and subsample the labelled texts (before any tokenizer exists)."""
-    raw = _load_raw(config["source"], config.get("subset"))
+    raw = load_source(config["source"], config.get("subset"))
     train = _pick_split(raw, config.get("train_split") or "train", "train_split")
     _check_columns(train, config)
     label_column = config["label_column"]

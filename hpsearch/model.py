@@ -73,6 +73,24 @@ def wordpiece_tokenizer(
     return _wordpiece(characters, words[: max(room, 0)])
 
 
+# Each message as "[role] content [SEP]": [SEP] doubles as the end-of-sequence token a causal LM learns to stop at.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '[' + message['role'] + '] ' + message['content'] + ' [SEP] ' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '[assistant] ' }}{% endif %}"
+)
+
+
+def chat_tokenizer(
+    corpus: str | Mapping[str, str], text_column: str | Sequence[str] = "text", vocab_size: int = 2000
+) -> PreTrainedTokenizerFast:
+    """``wordpiece_tokenizer`` with a chat template and ``[SEP]`` as its end-of-sequence token, for chat data
+    (``apply_chat_template``) and TRL's ``SFTTrainer``, built locally."""
+    tokenizer = wordpiece_tokenizer(corpus, text_column, vocab_size)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.eos_token = "[SEP]"
+    return tokenizer
+
+
 def _wordpiece(characters: Sequence[str], words: Sequence[str]) -> PreTrainedTokenizerFast:
     """BERT-style WordPiece over a fixed vocabulary (special tokens, characters, ``##``characters, whole words),
     with BERT's [CLS] ... [SEP] template."""
@@ -188,6 +206,32 @@ def tiny_gpt2(
         pad_token_id=tokenizer.pad_token_id,
     )
     return GPT2LMHeadModel(config)
+
+
+def tiny_llama(
+    tokenizer: PreTrainedTokenizerBase,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 2,
+    intermediate_size: int = 128,
+    max_position_embeddings: int = 256,
+) -> PreTrainedModel:
+    """A randomly initialised Llama-shaped causal language model, small by default (LoRA searches' smoke)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_attention_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+    )
+    return LlamaForCausalLM(config)
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,11 @@ class SearchTrainer(Trainer):
                 setattr(self.args, name, value)
         self._train_batch_size = self.args.train_batch_size
         self.create_accelerator_and_postprocess()
+        # TRL's trainers count tokens and average metrics over their lifetime: each trial starts its own.
+        if hasattr(self, "_total_train_tokens"):
+            self._total_train_tokens = 0
+        for lists in getattr(self, "_metrics", {}).values():
+            lists.clear()
 
     def _report_to_hp_search(self, trial: Any, step: int, metrics: dict[str, float]) -> None:
         metrics = {**metrics, **self._model_metrics()}
