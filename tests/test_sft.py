@@ -40,7 +40,7 @@ def test_the_columns_tell_the_form_of_sft_data(columns: list[str], form: str | N
 def test_chat_data_needs_a_tokenizer_with_a_chat_template(make_config: Callable[..., DictConfig]) -> None:
     from hpsearch.app import run
 
-    with pytest.raises(ConfigError, match="model.tokenizer: chat data .* needs a tokenizer with a chat template"):
+    with pytest.raises(ConfigError, match=r"model.tokenizer: chat data .* needs a tokenizer with a chat template"):
         run(make_config("experiment=lora_sft_smoke", "model.tokenizer._target_=hpsearch.model.wordpiece_tokenizer"))
 
 
