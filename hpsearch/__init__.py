@@ -2,9 +2,10 @@
 optuna, Ray Tune, W&B sweeps and SigOpt.
 
 ``python -m hpsearch [overrides]`` runs a search from the Hydra configs; ``run(cfg)`` is the same search
-from a composed config, for use from Python.
+from a composed config, and ``search(trainer, space=..., ...)`` from a Trainer built in Python.
 """
 
+from hpsearch.api import SearchOutcome, search
 from hpsearch.app import run
 from hpsearch.errors import (
     BackendUnavailableError,
@@ -34,10 +35,12 @@ __all__ = [
     "ObjectiveError",
     "Objectives",
     "SearchAborted",
+    "SearchOutcome",
     "SearchSpace",
     "SearchSpaceError",
     "Task",
     "TrialFailed",
     "__version__",
     "run",
+    "search",
 ]

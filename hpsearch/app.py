@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from hpsearch.backends import backend_settings, get_backend
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
 from hpsearch.budget import BUDGET_ENV, TrialBudget, worker_budget
-from hpsearch.build import build_trainer, trainer_target
+from hpsearch.build import TrainerParts, build_trainer, build_trainer_from, trainer_target
 from hpsearch.config import check_top_level_key, plain, redacted, save_resolved, top_level_keys
 from hpsearch.definition import DEFINING_KEYS
 from hpsearch.distributed import Coordinator, Decision, Message, RankReport, rank, world_size
@@ -57,10 +57,11 @@ from hpsearch.workers import (
 )
 
 
-def run(cfg: DictConfig) -> SearchResult | None:
+def run(cfg: DictConfig, parts: TrainerParts | None = None) -> SearchResult | None:
     """Validate the config, then run the search as this process's part of it; the result where this process
-    owns the search (None in a worker process or on a DDP rank other than zero)."""
-    plan = Plan.from_config(cfg)
+    owns the search (None in a worker process or on a DDP rank other than zero). ``parts``: the pieces of a
+    user's Trainer (``hpsearch.search``), used instead of the config's model and data."""
+    plan = Plan.from_config(cfg, parts)
     if cfg.get("results_only"):
         return write_results_only(plan)
     if worker_index() is not None:
@@ -85,9 +86,10 @@ class Plan:
     max_failures: int
     max_worker_restarts: int
     adapter: AdapterSettings | None = None  # peft=lora
+    parts: TrainerParts | None = None  # hpsearch.search: the user's Trainer instead of the config's model and data
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> Plan:
+    def from_config(cls, cfg: DictConfig, parts: TrainerParts | None = None) -> Plan:
         known = top_level_keys()
         for key in cfg:
             check_top_level_key(str(key), known)
@@ -97,7 +99,7 @@ class Plan:
         adapter = AdapterSettings.from_config(plain(cfg.peft) if "peft" in cfg else {})
         check_adapter_space(space, adapter)
         objectives = Objectives.from_config(plain(cfg.objective))
-        if "_target_" not in cfg.data:  # a data._target_ task names its own metrics, known once it is built
+        if parts is None and "_target_" not in cfg.data:  # a task of its own names its metrics once built
             objectives.check_reachable()
         backend = get_backend(str(cfg.backend.name))
         settings = backend_settings(backend, plain(cfg.backend))
@@ -131,6 +133,11 @@ class Plan:
             workers=_workers(cfg),
             definition=redacted({key: plain(cfg[key]) for key in DEFINING_KEYS}),
         )
+        if parts is not None and job.workers > 1 and not backend.runs_own_workers:
+            raise ConfigError(
+                f"workers={job.workers}: worker processes rebuild the search from its config, and a Trainer built in "
+                "Python is not one; run it with workers=1, or from the CLI with the model and data in the config"
+            )
         return cls(
             cfg,
             backend,
@@ -139,6 +146,7 @@ class Plan:
             _integer(cfg, "max_failures", 0),
             _integer(cfg, "max_worker_restarts", 0),
             adapter,
+            parts,
         )
 
     @property
@@ -147,6 +155,17 @@ class Plan:
 
     def trainer(self, coordinator: Coordinator | None = None) -> Any:
         job = self.job
+        if self.parts is not None:
+            return build_trainer_from(
+                self.parts,
+                job.space,
+                job.objectives,
+                job.run_dir,
+                job.seed,
+                coordinator,
+                self.adapter,
+                bool(self.cfg.get("save_best_model")),
+            )
         return build_trainer(
             self.cfg, self.training, job.space, job.objectives, job.run_dir, job.seed, coordinator, self.adapter
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,8 @@ from hpsearch.space import SearchSpace
 from hpsearch.task import Task
 
 if TYPE_CHECKING:
+    from hpsearch.best_model import BestModelKeeper
+    from hpsearch.model import TrialModels
     from hpsearch.peft import AdapterSettings
 
 
@@ -71,6 +75,46 @@ def trainer_target(cfg: DictConfig) -> str:
     return str(OmegaConf.select(cfg, "trainer._target_", default="transformers.Trainer"))
 
 
+@dataclass(frozen=True)
+class TrainerParts:
+    """What ``hpsearch.search`` takes from a Trainer its user built: everything but each trial's model, which
+    comes from the trainer's ``model_init`` or, without one, from its model's weights as given."""
+
+    trainer_class: type
+    args: Any
+    train_dataset: Any
+    eval_dataset: Any
+    data_collator: Any
+    compute_metrics: Any
+    processing_class: Any
+    model: Any
+    model_init: Callable[..., Any] | None
+
+    @classmethod
+    def of(cls, trainer: Any) -> TrainerParts:
+        from transformers import Trainer
+
+        from hpsearch.trainer import SearchTrainer
+
+        if not isinstance(trainer, Trainer):
+            raise ConfigError(
+                f"hpsearch.search: trainer: a transformers.Trainer or subclass instance (got {type(trainer).__name__})"
+            )
+        if trainer.eval_dataset is None:
+            raise ConfigError("hpsearch.search: trainer: has no eval_dataset; every trial is scored on it, so pass one")
+        return cls(
+            trainer_class=trainer.hpsearch_base if isinstance(trainer, SearchTrainer) else type(trainer),
+            args=trainer.args,
+            train_dataset=trainer.train_dataset,
+            eval_dataset=trainer.eval_dataset,
+            data_collator=trainer.data_collator,
+            compute_metrics=trainer.compute_metrics,
+            processing_class=trainer.processing_class,
+            model=trainer.model,
+            model_init=trainer.model_init,
+        )
+
+
 def build_trainer(
     cfg: DictConfig,
     training: dict[str, Any],
@@ -83,12 +127,9 @@ def build_trainer(
 ) -> Any:
     """Tokenizer, the task's data (tokenised once) and the trainer every trial reuses."""
     quiet_libraries()
-    from transformers import PrinterCallback
-
-    from hpsearch.best_model import BestModelKeeper
-    from hpsearch.model import ModelInit, TrialModels
+    from hpsearch.model import ModelInit
     from hpsearch.routing import check_space_routing
-    from hpsearch.trainer import search_trainer_class, trainer_class
+    from hpsearch.trainer import trainer_class
     from hpsearch.training import argument_fields, arguments_class, training_arguments
 
     base_class = trainer_class(trainer_target(cfg))
@@ -98,27 +139,98 @@ def build_trainer(
     # before loading anything: a misrouted parameter is a config error
     check_space_routing(space, argument_fields(type(args)), probe, adapter is not None)
     task, tokenizer = build_task(cfg, objectives, seed)
-    base_init = ModelInit.build(target, {**task.model_context, "tokenizer": tokenizer})
-    models: TrialModels = base_init
-    notes: dict[str, Any] = {}
+    parts = TrainerParts(
+        base_class, args, task.train, task.eval, task.data_collator, task.compute_metrics, tokenizer, None, None
+    )
+    models = ModelInit.build(target, {**task.model_context, "tokenizer": tokenizer})
+    keeper = _keeper(cfg.get("save_best_model"), run_dir, objectives, adapter, plain(cfg.model.model_init))
+    return assemble_trainer(parts, models, space, objectives, coordinator, adapter, keeper)
+
+
+def build_trainer_from(
+    parts: TrainerParts,
+    space: SearchSpace,
+    objectives: Objectives,
+    run_dir: Path,
+    seed: int,
+    coordinator: Coordinator | None,
+    adapter: AdapterSettings | None,
+    save_best_model: bool,
+) -> Any:
+    """The trainer of ``hpsearch.search``: the user's trainer's parts, with its arguments' output in the run
+    directory and the search's seed."""
+    quiet_libraries()
+    import dataclasses
+
+    from hpsearch.model import GivenModelInit, StartingWeights
+    from hpsearch.routing import check_space_routing
+    from hpsearch.training import argument_fields
+
+    args = dataclasses.replace(parts.args, output_dir=str(run_dir / "trials"), seed=seed)
+    fields = argument_fields(type(args))
+    models: TrialModels
+    if parts.model_init is not None:
+        models = GivenModelInit(parts.model_init, frozenset(space.names) - fields - _adapter_claims(adapter))
+    else:
+        models = StartingWeights(parts.model, keep=adapter is None)  # an adapter leaves the base as it was
+    check_space_routing(space, fields, models, adapter is not None)
+    keeper = _keeper(save_best_model, run_dir, objectives, adapter, {"given": type(parts.model).__name__})
+    return assemble_trainer(
+        dataclasses.replace(parts, args=args), models, space, objectives, coordinator, adapter, keeper
+    )
+
+
+def assemble_trainer(
+    parts: TrainerParts,
+    models: TrialModels,
+    space: SearchSpace,
+    objectives: Objectives,
+    coordinator: Coordinator | None,
+    adapter: AdapterSettings | None,
+    best_model: BestModelKeeper | None,
+) -> Any:
+    """The search's trainer: hpsearch's hooks on the configured Trainer class, building each trial's model with
+    ``models`` (under a fresh LoRA adapter for ``peft=lora``)."""
+    from transformers import PrinterCallback
+
+    from hpsearch.trainer import search_trainer_class
+
     if adapter is not None:
         from hpsearch.peft import AdaptedModelInit
 
-        models = AdaptedModelInit(base_init, adapter)
-        notes = {"base_model": plain(cfg.model.model_init)}  # the saved adapter belongs to this model
-    keeper = BestModelKeeper(run_dir / "best_model", objectives, notes) if cfg.get("save_best_model") else None
-    trainer = search_trainer_class(base_class)(
+        models = AdaptedModelInit(models, adapter)
+    trainer = search_trainer_class(parts.trainer_class)(
         hpsearch_model_init=models,
         space=space,
         objectives=objectives,
         coordinator=coordinator,
-        best_model=keeper,
-        args=args,
-        train_dataset=task.train,
-        eval_dataset=task.eval,
-        data_collator=task.data_collator,
-        compute_metrics=task.compute_metrics,
-        processing_class=tokenizer,
+        best_model=best_model,
+        args=parts.args,
+        train_dataset=parts.train_dataset,
+        eval_dataset=parts.eval_dataset,
+        data_collator=parts.data_collator,
+        compute_metrics=parts.compute_metrics,
+        processing_class=parts.processing_class,
     )
     trainer.remove_callback(PrinterCallback)  # per-step log lines; the search shows its own progress
     return trainer
+
+
+def _keeper(
+    save: Any, run_dir: Path, objectives: Objectives, adapter: AdapterSettings | None, base_model: Any
+) -> BestModelKeeper | None:
+    """``save_best_model=true``: the keeper of the best trial's model (for a LoRA search, its adapter and a
+    note of the base model it belongs to)."""
+    from hpsearch.best_model import BestModelKeeper
+
+    if not save:
+        return None
+    return BestModelKeeper(run_dir / "best_model", objectives, {"base_model": base_model} if adapter else {})
+
+
+def _adapter_claims(adapter: AdapterSettings | None) -> frozenset[str]:
+    if adapter is None:
+        return frozenset()
+    from hpsearch.peft import adapter_fields
+
+    return adapter_fields()

@@ -234,8 +234,19 @@ def tiny_llama(
     return LlamaForCausalLM(config)
 
 
+class NothingAfterTrial:
+    """A model builder that leaves nothing to undo after a trial, and records no facts of its models."""
+
+    def release(self) -> None:
+        """Nothing to undo: the next trial builds (or loads back) its own model."""
+
+    def describe(self, model: Any) -> dict[str, float]:
+        """No per-trial facts beyond the trainer's own."""
+        return {}
+
+
 @dataclass(frozen=True)
-class ModelInit:
+class ModelInit(NothingAfterTrial):
     """Calls the configured target with its static arguments, overridden by the trial's matching hyperparameters.
 
     A plain picklable object, so Ray workers can receive it.
@@ -261,12 +272,41 @@ class ModelInit:
             raise ConfigError("model.model_init: the target returned None; it must return a model")
         return model
 
-    def release(self) -> None:
-        """Nothing to undo after a trial: each trial's model is its own."""
 
-    def describe(self, model: Any) -> dict[str, float]:
-        """No per-trial facts beyond the trainer's own."""
-        return {}
+class StartingWeights(NothingAfterTrial):
+    """Each trial starts from a given model (``hpsearch.search`` on a Trainer without ``model_init``): its
+    weights as given, kept on the CPU, are loaded back before every trial. ``keep=False`` for a LoRA base,
+    which the adapter leaves as it was."""
+
+    consumed: frozenset[str] = frozenset()
+
+    def __init__(self, model: Any, keep: bool = True) -> None:
+        self.model = model
+        self.target: Callable[..., Any] = type(model)
+        self._weights = (
+            {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()} if keep else None
+        )
+
+    def __call__(self, params: Mapping[str, Any]) -> Any:
+        if self._weights is not None:
+            self.model.load_state_dict(self._weights)
+        return self.model
+
+
+class GivenModelInit(NothingAfterTrial):
+    """A Trainer's own ``model_init`` (``hpsearch.search``), called as transformers calls it: with no argument,
+    or with the trial, here the trial's values as a dict, which it may read the parameters in ``consumed`` from."""
+
+    def __init__(self, function: Callable[..., Any], consumed: frozenset[str]) -> None:
+        self.target = function
+        self.takes_trial = len(inspect.signature(function).parameters) > 0
+        self.consumed = consumed if self.takes_trial else frozenset()
+
+    def __call__(self, params: Mapping[str, Any]) -> Any:
+        model = self.target(dict(params)) if self.takes_trial else self.target()
+        if model is None:
+            raise ConfigError("hpsearch.search: the trainer's model_init returned None; it must return a model")
+        return model
 
 
 class TrialModels(Protocol):

@@ -24,7 +24,7 @@ from hpsearch.imports import require
 from hpsearch.settings import admits, type_name
 
 if TYPE_CHECKING:
-    from hpsearch.model import ModelInit
+    from hpsearch.model import TrialModels
     from hpsearch.space import SearchSpace
 
 ALPHA_OVER_R = "alpha_over_r"
@@ -130,7 +130,7 @@ class AdaptedModelInit:
     Picklable without its models (Ray ships it to its workers): each process builds its own base, once, kept
     in ``_BASES`` under this object's key, so the trainers a Ray worker makes trial after trial share it."""
 
-    def __init__(self, base_init: ModelInit, adapter: AdapterSettings) -> None:
+    def __init__(self, base_init: TrialModels, adapter: AdapterSettings) -> None:
         self.base_init = base_init
         self.adapter = adapter
         self.consumed = base_init.consumed

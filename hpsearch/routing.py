@@ -20,14 +20,14 @@ from hpsearch.errors import ConfigError
 from hpsearch.space import SearchSpace
 
 if TYPE_CHECKING:
-    from hpsearch.model import ModelInit
+    from hpsearch.model import TrialModels
 
 TRAINING = "a TrainingArguments field"
 MODEL_INIT = "an argument of model_init"
 ADAPTER = "a LoraConfig field (peft)"
 
 
-def destinations(name: str, argument_fields: Collection[str], model_init: ModelInit, adapter: bool) -> list[str]:
+def destinations(name: str, argument_fields: Collection[str], model_init: TrialModels, adapter: bool) -> list[str]:
     """Every destination that claims ``name``."""
     from hpsearch.peft import adapter_fields
 
@@ -38,7 +38,7 @@ def destinations(name: str, argument_fields: Collection[str], model_init: ModelI
 
 
 def check_space_routing(
-    space: SearchSpace, argument_fields: Collection[str], model_init: ModelInit, adapter: bool
+    space: SearchSpace, argument_fields: Collection[str], model_init: TrialModels, adapter: bool
 ) -> None:
     """Each parameter of the space goes to exactly one destination."""
     target = f"{model_init.target.__module__}.{model_init.target.__qualname__}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,3 +106,15 @@ def test_the_lora_sft_search_under_torchrun(tmp_path: Path) -> None:
     ranks = [json.loads(line) for line in (tmp_path / "run" / "ranks.jsonl").read_text().splitlines()]
     for trial in range(3):  # DDP kept both ranks' adapters in sync
         assert len({entry["checksum"] for entry in ranks if entry["trial"] == trial}) == 1, ranks
+
+
+@pytest.mark.slow
+def test_the_example_script_runs_the_same_search_through_the_python_api(tmp_path: Path) -> None:
+    from support import run_command
+
+    script = Path(__file__).parent.parent / "examples" / "lora_sft_search.py"
+    done = run_command([sys.executable, str(script)], tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "lora_sft_script").iterdir()
+    assert_lora_sft_search(run_dir)
+    assert "best trial" in done.stdout
