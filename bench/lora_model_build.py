@@ -93,7 +93,9 @@ def main() -> None:
                 seconds = in_fresh_process(__file__, *args)["seconds"]
                 first[side].append(seconds[0])
                 per_trial[side].append(statistics.mean(seconds[1:]))
-    print(f"base model: {parameters / 1e6:.0f}M parameters, {options.trials} trials, median of {options.repeats} processes")
+    print(
+        f"base model: {parameters / 1e6:.0f}M parameters, {options.trials} trials, median of {options.repeats} processes"
+    )
     print("| side | first trial (s) | each later trial (s) | later trials x hpsearch |")
     print("|---|---|---|---|")
     ours = statistics.median(per_trial["hpsearch"])
