@@ -7,6 +7,7 @@ trainer is ``hpsearch.build``'s, and the worker pool is ``hpsearch.workers``'.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -133,11 +134,6 @@ class Plan:
             workers=_workers(cfg),
             definition=redacted({key: plain(cfg[key]) for key in DEFINING_KEYS}),
         )
-        if parts is not None and job.workers > 1 and not backend.runs_own_workers:
-            raise ConfigError(
-                f"workers={job.workers}: worker processes rebuild the search from its config, and a Trainer built in "
-                "Python is not one; run it with workers=1, or from the CLI with the model and data in the config"
-            )
         return cls(
             cfg,
             backend,
@@ -220,6 +216,10 @@ def search_here(plan: Plan) -> SearchResult:
 def launch_workers(plan: Plan) -> SearchResult:
     """``workers=N``: prepare the study, start N worker processes on it, show its progress, write its results."""
     orchestrator, job, backend = plan.orchestrator, plan.job, plan.backend
+    target: Any = _start_worker
+    if plan.parts is not None:  # hpsearch.search: each worker process gets the user's trainer's parts
+        plan.parts.check_sendable(f"workers={job.workers}")
+        target = functools.partial(_start_worker, parts=plan.parts)
     finished = orchestrator.prepare()
     if orchestrator.is_done(finished):
         return write_results_only(plan)
@@ -240,7 +240,7 @@ def launch_workers(plan: Plan) -> SearchResult:
     try:
         with tempfile.TemporaryDirectory(prefix="hpsearch-budget-") as folder:  # the workers' claims, nothing kept
             budget = TrialBudget.create(Path(folder) / "budget.json", max(0, job.n_trials - finished))
-            run_workers(_start_worker, plain(plan.cfg), job.workers, budget, supervision, plan.max_worker_restarts)
+            run_workers(target, plain(plan.cfg), job.workers, budget, supervision, plan.max_worker_restarts)
     finally:
         progress.close()
         result = orchestrator.write_results()
@@ -269,12 +269,12 @@ def follow_rank_zero(plan: Plan) -> None:
     coordinator.close()
 
 
-def _start_worker(config: dict[str, Any], environment: dict[str, str]) -> None:
+def _start_worker(config: dict[str, Any], environment: dict[str, str], parts: TrainerParts | None = None) -> None:
     """The target of each worker process: the same search, as a worker."""
     os.environ.update(environment)
     handle_interrupts()  # the launcher stops its workers with SIGTERM: each fails its running trial first
     try:
-        run(OmegaConf.create(config))
+        run(OmegaConf.create(config), parts)
     except HPSearchError as error:  # the launcher reports it, once, and ends the search with its exit code
         report = {"message": str(error), "exit_code": error.exit_code}
         worker_error_file(Path(environment[BUDGET_ENV]), os.getpid()).write_text(json.dumps(report))

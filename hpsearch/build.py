@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,9 +111,32 @@ class TrainerParts:
             data_collator=trainer.data_collator,
             compute_metrics=trainer.compute_metrics,
             processing_class=trainer.processing_class,
-            model=trainer.model,
+            model=trainer.model if trainer.model_init is None else None,  # with model_init, each trial builds its own
             model_init=trainer.model_init,
         )
+
+    def check_sendable(self, key: str) -> None:
+        """Each part must reach a fresh worker process (pickled, as ``multiprocessing`` sends it)."""
+        import pickle
+
+        for part in dataclasses.fields(self):
+            try:
+                pickle.dumps(getattr(self, part.name))
+            except Exception as error:  # noqa: BLE001 - pickle raises many kinds, each one line here
+                raise ConfigError(
+                    f"{key}: the trainer's {part.name} cannot be sent to a worker process ({type(error).__name__}: "
+                    f"{first_line(error)}); {SENDABLE_HINTS.get(part.name, SENDABLE_HINT)}, or use workers=1"
+                ) from None
+
+
+# What makes each part of a Trainer picklable, for hpsearch.search(workers=N).
+SENDABLE_HINT = "define it at module level in an importable module"
+SENDABLE_HINTS = {
+    "model_init": "make model_init a module-level function of an importable module (functools.partial of one works)",
+    "model": "give the trainer a model_init, or save the model and load it in a module-level model_init",
+    "train_dataset": "build the datasets from files, or save them (Dataset.save_to_disk) and load them",
+    "eval_dataset": "build the datasets from files, or save them (Dataset.save_to_disk) and load them",
+}
 
 
 def build_trainer(
@@ -160,8 +184,6 @@ def build_trainer_from(
     """The trainer of ``hpsearch.search``: the user's trainer's parts, with its arguments' output in the run
     directory and the search's seed."""
     quiet_libraries()
-    import dataclasses
-
     from hpsearch.model import GivenModelInit, StartingWeights
     from hpsearch.routing import check_space_routing
     from hpsearch.training import argument_fields

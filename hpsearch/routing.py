@@ -41,7 +41,8 @@ def check_space_routing(
     space: SearchSpace, argument_fields: Collection[str], model_init: TrialModels, adapter: bool
 ) -> None:
     """Each parameter of the space goes to exactly one destination."""
-    target = f"{model_init.target.__module__}.{model_init.target.__qualname__}"
+    function = getattr(model_init.target, "func", model_init.target)  # a functools.partial names its function
+    target = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}"
     for name in space.names:
         claimed = destinations(name, argument_fields, model_init, adapter)
         if len(claimed) > 1:

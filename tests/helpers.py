@@ -108,3 +108,10 @@ class LossLoggingTrainer(Trainer):
         with open(os.environ["HPSEARCH_TEST_LOSS_LOG"], "a") as log:
             log.write(f"{os.getpid()}\n")
         return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+
+
+def api_tiny_bert(trial: dict[str, Any] | None, tokenizer: Any, num_labels: int, id2label: dict, label2id: dict) -> Any:
+    """A script's module-level ``model_init(trial)`` (bound with ``functools.partial``), as
+    ``hpsearch.search(workers=N)`` needs one: a worker process imports it."""
+    dropout = (trial or {}).get("hidden_dropout_prob", 0.1)
+    return tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=dropout)

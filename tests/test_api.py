@@ -30,8 +30,9 @@ CI_SPACE = {  # conf/space/smoke.yaml
 }
 
 
-def ci_trainer(tmp_path: Path, with_model_init: bool = True) -> Any:
-    """experiment=ci's search as a user writes it in a script: a tokenizer, the data, a model_init, a Trainer."""
+def ci_trainer(tmp_path: Path, with_model_init: bool = True, importable: bool = False) -> Any:
+    """experiment=ci's search as a user writes it in a script: a tokenizer, the data, a model_init (a local
+    function, or with ``importable`` a module-level one), a Trainer."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from hpsearch.data import read_data, tokenize_data
@@ -40,7 +41,7 @@ def ci_trainer(tmp_path: Path, with_model_init: bool = True) -> Any:
 
     tokenizer = wordpiece_tokenizer(CI_DATA["source"], "text", 2000)
     data = tokenize_data(read_data(CI_DATA, 42), CI_DATA, tokenizer)
-    labels = data.model_context
+    labels = {key: data.model_context[key] for key in ("num_labels", "id2label", "label2id")}
 
     def model_init(trial: dict[str, Any] | None = None) -> Any:
         dropout = (trial or {}).get("hidden_dropout_prob", 0.1)
@@ -63,6 +64,12 @@ def ci_trainer(tmp_path: Path, with_model_init: bool = True) -> Any:
         ddp_timeout=300,
         average_tokens_across_devices=False,
     )
+    if importable:
+        import functools
+
+        from helpers import api_tiny_bert
+
+        model_init = functools.partial(api_tiny_bert, tokenizer=tokenizer, **labels)  # type: ignore[assignment]
     return Trainer(
         model_init=model_init if with_model_init else None,
         model=None if with_model_init else model_init(),
@@ -147,7 +154,10 @@ def test_a_lora_search_on_a_given_model_leaves_its_weights_as_they_were(tmp_path
     ("keywords", "error"),
     [
         ({"samplr": "tpe"}, "hpsearch.search: samplr: not a keyword; did you mean 'sampler'?"),
-        ({"workers": 2}, "workers=2: worker processes rebuild the search from its config"),
+        (
+            {"workers": 2},
+            "workers=2: the trainer's model_init cannot be sent to a worker process (AttributeError: Can't",
+        ),
         ({"backend": "nope"}, "backend: unknown backend 'nope'"),
         (
             {"space": {"learning_rate": {"type": "float", "low": 1.0, "high": 0.1}}},
@@ -166,6 +176,24 @@ def test_bad_keywords_are_config_errors(tmp_path: Path, keywords: dict[str, Any]
     with pytest.raises(ConfigError) as raised:
         hpsearch.search(ci_trainer(tmp_path), **call)
     assert str(raised.value).startswith(error), raised.value
+
+
+def test_workers_from_python_train_in_both_processes(tmp_path: Path) -> None:
+    """A module-level model_init and in-memory datasets reach each worker process (pickled, as spawn sends them)."""
+    from test_workers import assert_shared_search
+
+    result = hpsearch.search(
+        ci_trainer(tmp_path, importable=True),
+        space={**CI_SPACE, "num_train_epochs": {"type": "fixed", "value": 3}},  # long enough for both workers
+        objective="eval_accuracy",
+        n_trials=4,
+        workers=2,
+        sampler="random",
+        run_dir=tmp_path / "run",
+        storage_dir=str(tmp_path / "studies"),
+    )
+    assert list(result.trials["state"]) == ["COMPLETE"] * 4
+    assert_shared_search(tmp_path / "run", 4)
 
 
 def test_a_trainer_is_required() -> None:
