@@ -34,15 +34,15 @@ Reporter = Callable[[Any, int, dict[str, float]], None]
 
 def trainer_class(path: str) -> type[Trainer]:
     """``trainer._target_``: the Trainer class each trial uses, checked to be one."""
-    from hydra.utils import get_class
+    import importlib
 
-    try:
-        found = get_class(path)
-    except Exception as error:  # noqa: BLE001 - Hydra wraps import and lookup errors alike
-        reason = error.__cause__ or error
+    module_name, _, name = path.rpartition(".")
+    try:  # not Hydra's get_class, which logs its own error lines first
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
         hint = "; fix: pip install 'hpsearch[trl]'" if path.startswith("trl.") else ""
         raise ConfigError(
-            f"trainer._target_: cannot import {path!r} ({type(reason).__name__}: {first_line(reason)}){hint}"
+            f"trainer._target_: cannot import {path!r} ({type(error).__name__}: {first_line(error)}){hint}"
         ) from None
     if not (isinstance(found, type) and issubclass(found, Trainer)):
         raise ConfigError(
