@@ -96,18 +96,27 @@ def test_every_trial_of_a_search_gets_new_hyperparameters(
     assert len(rows) == 4 and len({row["learning_rate"] for row in rows}) == 4, rows
 
 
+# Every backend as a random search from the command line, W&B's offline (its sweeps engine, no server).
+EVERY_BACKEND = [
+    pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in [*SEARCHES, "wandb"]
+]
+
+
+def random_search(backend: str) -> tuple[list[str], dict[str, str]]:
+    """A backend's random-search overrides, and the environment its client needs here."""
+    if backend == "wandb":
+        return ["backend=wandb", "backend.method=random"], {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return SEARCHES[backend], {}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "backend",
-    [pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in [*SEARCHES, "wandb"]],
-)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_a_trainer_subclass_trains_every_trial_with_its_own_compute_loss(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
 ) -> None:
     """``trainer._target_``: hpsearch's per-trial hooks sit in front of the user's class, on every backend."""
     log = tmp_path / "loss.log"
-    search = SEARCHES.get(backend, ["backend=wandb", "backend.method=random"])
-    offline = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"} if backend == "wandb" else {}
+    search, env = random_search(backend)
     done = cli(
         "experiment=ci",
         "n_trials=2",
@@ -115,7 +124,7 @@ def test_a_trainer_subclass_trains_every_trial_with_its_own_compute_loss(
         *search,
         timeout=300,
         HPSEARCH_TEST_LOSS_LOG=str(log),
-        **offline,
+        **env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_trials(tmp_path / "run")

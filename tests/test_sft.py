@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 from support import read_trials, requires
-from test_conformance import SEARCHES
+from test_conformance import EVERY_BACKEND, random_search
 from test_ddp import torchrun
 
 from hpsearch.errors import ConfigError
@@ -75,16 +75,12 @@ def assert_lora_sft_search(run_dir: Path, n_trials: int = 3, sizes_kept: bool = 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "backend",
-    [pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in [*SEARCHES, "wandb"]],
-)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_the_lora_sft_search_runs_on_every_backend(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
 ) -> None:
-    search = SEARCHES.get(backend, ["backend=wandb", "backend.method=random"])
-    offline = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"} if backend == "wandb" else {}
-    done = cli("experiment=lora_sft_smoke", *search, timeout=300, **offline)
+    search, env = random_search(backend)
+    done = cli("experiment=lora_sft_smoke", *search, timeout=300, **env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_lora_sft_search(tmp_path / "run", sizes_kept=backend != "sigopt")  # sigoptlite keeps no metadata
 
