@@ -16,7 +16,7 @@ from support import read_trials, requires
 from hpsearch.errors import ConfigError
 from hpsearch.model import ModelInit, char_tokenizer, tiny_bert
 from hpsearch.space import SearchSpace
-from hpsearch.training import TRAINING_ARGUMENT_FIELDS
+from hpsearch.training import argument_fields
 
 pytestmark = requires("peft")
 
@@ -61,10 +61,10 @@ def test_each_parameter_has_one_destination(target: Any, name: str, adapter: boo
     space = SearchSpace.from_config({name: {"type": "categorical", "choices": [1, 2]}})
     model_init = ModelInit.build(target, {**LABELS, "tokenizer": None})
     if error is None:
-        check_space_routing(space, TRAINING_ARGUMENT_FIELDS, model_init, adapter)
+        check_space_routing(space, argument_fields(), model_init, adapter)
         return
     with pytest.raises(ConfigError) as raised:
-        check_space_routing(space, TRAINING_ARGUMENT_FIELDS, model_init, adapter)
+        check_space_routing(space, argument_fields(), model_init, adapter)
     assert str(raised.value).startswith(error), raised.value
 
 
