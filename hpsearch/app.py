@@ -115,7 +115,8 @@ class Plan:
         from hpsearch.trainer import trainer_class
         from hpsearch.training import arguments_class, check_training
 
-        arguments = arguments_class(trainer_class(trainer_target(cfg)))
+        # hpsearch.search: the user's own class, which a script or notebook may define where no import finds it
+        arguments = arguments_class(parts.trainer_class if parts is not None else trainer_class(trainer_target(cfg)))
         check_training(training, space, arguments)  # before anything loads or the study is created
         if objectives.select == "best":
             require_in_training_eval("objective.select=best", training, "taking the best evaluation")

@@ -30,7 +30,9 @@ CI_SPACE = {  # conf/space/smoke.yaml
 }
 
 
-def ci_trainer(tmp_path: Path, with_model_init: bool = True, importable: bool = False) -> Any:
+def ci_trainer(
+    tmp_path: Path, with_model_init: bool = True, importable: bool = False, trainer_class: Any = None
+) -> Any:
     """experiment=ci's search as a user writes it in a script: a tokenizer, the data, a model_init (a local
     function, or with ``importable`` a module-level one), a Trainer."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -70,7 +72,7 @@ def ci_trainer(tmp_path: Path, with_model_init: bool = True, importable: bool = 
         from helpers import api_tiny_bert
 
         model_init = functools.partial(api_tiny_bert, tokenizer=tokenizer, **labels)  # type: ignore[assignment]
-    return Trainer(
+    return (trainer_class or Trainer)(
         model_init=model_init if with_model_init else None,
         model=None if with_model_init else model_init(),
         args=args,
@@ -194,6 +196,26 @@ def test_workers_from_python_train_in_both_processes(tmp_path: Path) -> None:
     )
     assert list(result.trials["state"]) == ["COMPLETE"] * 4
     assert_shared_search(tmp_path / "run", 4)
+
+
+def test_a_trainer_subclass_defined_in_a_function_trains_every_trial(tmp_path: Path) -> None:
+    """A notebook's own subclass, which no import can find: its compute_loss runs in every trial."""
+    from transformers import Trainer
+
+    class CountingTrainer(Trainer):
+        steps = 0
+
+        def compute_loss(self, *args: Any, **kwargs: Any) -> Any:
+            CountingTrainer.steps += 1
+            return super().compute_loss(*args, **kwargs)
+
+    trainer = ci_trainer(tmp_path, trainer_class=CountingTrainer)
+    space = {**CI_SPACE, "per_device_train_batch_size": {"type": "fixed", "value": 32}}
+    result = hpsearch.search(
+        trainer, space=space, n_trials=2, run_dir=tmp_path / "run", storage_dir=str(tmp_path / "s")
+    )
+    assert list(result.trials["state"]) == ["COMPLETE"] * 2
+    assert CountingTrainer.steps == 2 * (8 + 1)  # 256 examples in batches of 32, and one eval batch, per trial
 
 
 def test_a_trainer_is_required() -> None:
