@@ -180,13 +180,14 @@ def test_bad_keywords_are_config_errors(tmp_path: Path, keywords: dict[str, Any]
     assert str(raised.value).startswith(error), raised.value
 
 
+@pytest.mark.slow
 def test_workers_from_python_train_in_both_processes(tmp_path: Path) -> None:
     """A module-level model_init and in-memory datasets reach each worker process (pickled, as spawn sends them)."""
     from test_workers import assert_shared_search
 
     result = hpsearch.search(
         ci_trainer(tmp_path, importable=True),
-        space={**CI_SPACE, "num_train_epochs": {"type": "fixed", "value": 3}},  # long enough for both workers
+        space={**CI_SPACE, "num_train_epochs": {"type": "fixed", "value": 12}},  # outlasts a worker start-up
         objective="eval_accuracy",
         n_trials=4,
         workers=2,
