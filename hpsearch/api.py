@@ -26,7 +26,7 @@ from omegaconf import DictConfig, open_dict
 
 from hpsearch.build import TrainerParts
 from hpsearch.config import config_dir, plain
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, qualified_name
 from hpsearch.settings import unknown_key
 from hpsearch.space import SearchSpace
 from hpsearch.trials import TrialRecord
@@ -69,7 +69,7 @@ def search(
     from hpsearch.results import TRIALS_CSV
 
     parts = TrainerParts.of(trainer)  # not a Trainer: one line, before anything else
-    cfg = compose_search_config(trainer, space, backend, objective, peft, workers, run_dir, keywords)
+    cfg = compose_search_config(parts, space, backend, objective, peft, workers, run_dir, keywords)
     result = run(cfg, parts)
     assert result is not None  # this process owns the search
     folder = Path(cfg.run_dir)
@@ -77,7 +77,7 @@ def search(
 
 
 def compose_search_config(
-    trainer: Any,
+    parts: TrainerParts,
     space: Mapping[str, Any] | SearchSpace,
     backend: str,
     objective: str | Sequence[Mapping[str, str]],
@@ -109,15 +109,13 @@ def compose_search_config(
         if peft is not None:
             cfg.peft = {**plain(cfg.peft), **_peft_settings(peft)}
         cfg.workers = workers
-        cfg.study_name = keywords.get("study_name", f"{type(trainer).__name__.lower()}-search")
+        cfg.study_name = keywords.get("study_name", f"{parts.trainer_class.__name__.lower()}-search")
         cfg.run_dir = str(run_dir or Path("outputs") / str(cfg.study_name) / time.strftime("%Y-%m-%d_%H-%M-%S"))
-        cfg.trainer = {"_target_": f"{type(trainer).__module__}.{type(trainer).__qualname__}"}
-        cfg.training = _changed_arguments(trainer.args)
+        cfg.trainer = {"_target_": qualified_name(parts.trainer_class)}
+        cfg.training = _changed_arguments(parts.args)
         # What defines the study beside the space: the starting model and the data, as the trainer holds them.
-        cfg.model = {"given": _model_text(trainer)}
-        cfg.data = {
-            "given": {split: _dataset_text(getattr(trainer, f"{split}_dataset")) for split in ("train", "eval")}
-        }
+        cfg.model = {"given": parts.model_text()}
+        cfg.data = {"given": {split: _dataset_text(getattr(parts, f"{split}_dataset")) for split in ("train", "eval")}}
     return cfg
 
 
@@ -181,14 +179,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return sorted(value)
     return getattr(value, "value", value)  # peft's TaskType enum
-
-
-def _model_text(trainer: Any) -> str:
-    if trainer.model_init is not None:
-        function = trainer.model_init
-        return f"model_init {getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}"
-    model = trainer.model
-    return f"{type(model).__name__} {getattr(model, 'name_or_path', '') or ''}".strip()
 
 
 def _dataset_text(dataset: Any) -> str | None:

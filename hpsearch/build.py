@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hpsearch.config import plain
 from hpsearch.distributed import Coordinator
-from hpsearch.errors import ConfigError, HPSearchError, first_line
+from hpsearch.errors import ConfigError, HPSearchError, first_line, qualified_name
 from hpsearch.objective import Objectives
 from hpsearch.space import SearchSpace
 from hpsearch.task import Task
@@ -115,6 +115,13 @@ class TrainerParts:
             model_init=trainer.model_init,
         )
 
+    def model_text(self) -> str:
+        """Where each trial's model comes from, stable across processes and reruns (part of the study's
+        definition, and the note beside a saved adapter)."""
+        if self.model_init is not None:
+            return f"model_init {qualified_name(self.model_init)}"
+        return f"{type(self.model).__name__} {getattr(self.model, 'name_or_path', '') or ''}".strip()
+
     def check_sendable(self, key: str) -> None:
         """Each part must reach a fresh worker process (pickled, as ``multiprocessing`` sends it)."""
         import pickle
@@ -196,7 +203,7 @@ def build_trainer_from(
     else:
         models = StartingWeights(parts.model, keep=adapter is None)  # an adapter leaves the base as it was
     check_space_routing(space, fields, models, adapter is not None)
-    keeper = _keeper(save_best_model, run_dir, objectives, adapter, {"given": type(parts.model).__name__})
+    keeper = _keeper(save_best_model, run_dir, objectives, adapter, {"given": parts.model_text()})
     return assemble_trainer(
         dataclasses.replace(parts, args=args), models, space, objectives, coordinator, adapter, keeper
     )

@@ -19,6 +19,8 @@ code  meaning
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 EXIT_TOO_MANY_FAILURES = 4
@@ -99,6 +101,13 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message, for one-line reports."""
     text = str(error).strip()
     return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def qualified_name(function: Any) -> str:
+    """``module.qualname`` of a callable, a ``functools.partial`` named by its function: for messages, and
+    stable across processes (a partial's repr holds object addresses)."""
+    function = getattr(function, "func", function)
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', type(function).__name__)}"
 
 
 def root_cause(error: BaseException) -> BaseException:

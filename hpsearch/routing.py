@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, qualified_name
 from hpsearch.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -41,8 +41,7 @@ def check_space_routing(
     space: SearchSpace, argument_fields: Collection[str], model_init: TrialModels, adapter: bool
 ) -> None:
     """Each parameter of the space goes to exactly one destination."""
-    function = getattr(model_init.target, "func", model_init.target)  # a functools.partial names its function
-    target = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}"
+    target = qualified_name(model_init.target)
     for name in space.names:
         claimed = destinations(name, argument_fields, model_init, adapter)
         if len(claimed) > 1:

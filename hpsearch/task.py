@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpsearch.errors import ConfigError, HPSearchError, first_line
+from hpsearch.errors import ConfigError, HPSearchError, first_line, qualified_name
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Task:
 def task_from_target(target: Callable[..., Any], tokenizer: Any, seed: int) -> Task:
     """Call ``data._target_`` (a ``functools.partial`` carrying the other ``data`` keys) and check its result."""
     function = target.func if isinstance(target, functools.partial) else target
-    name = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}"
+    name = qualified_name(function)
     parameters = inspect.signature(function).parameters
     injected = {key: value for key, value in {"tokenizer": tokenizer, "seed": seed}.items() if key in parameters}
     try:
