@@ -1,11 +1,11 @@
 """Trials per hour: plain ``Trainer.hyperparameter_search`` (sequential) vs hpsearch with 1 and more workers.
 
 - CPU (default): a small random BERT (hidden 128, 4 layers) on the embedded reviews, fixed hyperparameters
-  and trial size (500 examples, 2 epochs); hpsearch with ``workers=1`` and ``workers=2`` on this machine's cores.
+  and trial size (500 examples, 2 epochs); hpsearch with ``workers`` = 1, 2 and auto on this machine's cores.
 - GPU (``--gpu``): BERT-shaped classifiers with random weights on synthetic text (sequence length 128, bf16):
-  22M parameters (MiniLM size) and 110M (BERT-base size), ``workers_per_gpu`` = 1, 2, 4, 8 on one GPU, with
+  22M parameters (MiniLM size) and 110M (BERT-base size), ``workers_per_gpu`` = 1, 2, 4, 8 and auto on one GPU, with
   each run's mean GPU utilisation. Then LoRA: TRL's ``SFTTrainer`` on a Llama-shaped model of about 0.4B
-  parameters (random weights) and synthetic chats, ``workers_per_gpu`` = 1, 2, 4; its baseline is the loop a
+  parameters (random weights) and synthetic chats, ``workers_per_gpu`` = 1, 2, 4, auto; its baseline is the loop a
   user writes without hpsearch (transformers' own search cannot drive ``SFTTrainer``): per trial, build the
   model, attach the adapter, train and evaluate with ``SFTTrainer``.
 
@@ -161,7 +161,7 @@ def gpu_overrides(size: str, corpus: Path, steps: int) -> list[str]:
     ]
 
 
-def child(side: str, workers: int, n_trials: int, gpu_size: str | None, steps: int) -> float:
+def child(side: str, workers: int | str, n_trials: int, gpu_size: str | None, steps: int) -> float:
     """In the fresh process: one search, its wall time."""
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
@@ -201,7 +201,7 @@ def _gpu_utilisation(stop: threading.Event, samples: list[float]) -> None:
         stop.wait(0.5)
 
 
-def measure(side: str, workers: int, n_trials: int, gpu_size: str | None, steps: int = 0) -> dict[str, Any]:
+def measure(side: str, workers: int | str, n_trials: int, gpu_size: str | None, steps: int = 0) -> dict[str, Any]:
     """One search in a fresh process: trials per hour, and the mean GPU utilisation on a GPU."""
     samples: list[float] = []
     stop = threading.Event()
@@ -241,16 +241,12 @@ def main() -> None:
     options = parser.parse_args()
     if options.child:
         side, workers, n_trials, size, steps = options.child
-        print(
-            json.dumps(
-                {"seconds": child(side, int(workers), int(n_trials), None if size == "cpu" else size, int(steps))}
-            )
-        )
+        print(json.dumps({"seconds": child(side, workers, int(n_trials), None if size == "cpu" else size, int(steps))}))
         return
     if not options.gpu:
         n_trials = options.trials or 48
         rows = [("plain Trainer.hyperparameter_search", measure("plain", 1, n_trials, None))]
-        rows += [(f"hpsearch workers={n}", measure("hpsearch", n, n_trials, None)) for n in (1, 2)]
+        rows += [(f"hpsearch workers={n}", measure("hpsearch", n, n_trials, None)) for n in (1, 2, "auto")]
         report(f"CPU, small BERT (hidden 128, 4 layers), {n_trials} trials per search", rows)
         return
     n_trials = options.trials or 16
@@ -259,13 +255,18 @@ def main() -> None:
     for size in (size for size in GPU_MODELS if size in chosen):
         steps = options.steps or GPU_STEPS[size]
         rows = [("plain Trainer.hyperparameter_search", measure("plain", 1, n_trials, size, steps))]
-        rows += [(f"hpsearch workers_per_gpu={k}", measure("hpsearch", k, n_trials, size, steps)) for k in (1, 2, 4, 8)]
+        rows += [
+            (f"hpsearch workers_per_gpu={k}", measure("hpsearch", k, n_trials, size, steps))
+            for k in (1, 2, 4, 8, "auto")
+        ]
         report(f"GPU, {size} BERT-shaped model, {steps} steps x {n_trials} trials", rows)
     if "lora" not in chosen:
         return
     steps = options.steps or LORA_STEPS
     rows = [("plain SFTTrainer loop", measure("plain", 1, n_trials, LORA_SIZE, steps))]
-    rows += [(f"hpsearch workers_per_gpu={k}", measure("hpsearch", k, n_trials, LORA_SIZE, steps)) for k in (1, 2, 4)]
+    rows += [
+        (f"hpsearch workers_per_gpu={k}", measure("hpsearch", k, n_trials, LORA_SIZE, steps)) for k in (1, 2, 4, "auto")
+    ]
     shape = LORA_SIZE if options.lora_layers == LORA_MODEL[1] else f"{options.lora_layers}-layer"
     report(f"GPU, LoRA on a {shape} Llama-shaped model (SFTTrainer), {steps} steps x {n_trials} trials", rows)
 

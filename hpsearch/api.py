@@ -52,7 +52,7 @@ def search(
     backend: str = "optuna",
     objective: str | Sequence[Mapping[str, str]] = "eval_loss",
     peft: Mapping[str, Any] | Any = None,
-    workers: int | None = None,
+    workers: int | str | None = None,
     run_dir: str | Path | None = None,
     **keywords: Any,
 ) -> SearchOutcome:
@@ -60,6 +60,7 @@ def search(
 
     ``objective``: a metric name (minimised if it is a loss, else maximised) or a list of
     ``{metric, direction}`` for a Pareto search. ``peft``: ``LoraConfig`` keys, or a ``LoraConfig``.
+    ``workers``: worker processes, or ``"auto"`` to let hpsearch measure and pick them.
     ``n_trials``, ``seed``, ``study_name``, ``storage``, ``storage_dir``, ``max_failures``, ``save_best_model``
     are the CLI's keys; any other keyword must be a setting of ``backend`` (e.g. ``sampler="random"``).
     """
@@ -82,7 +83,7 @@ def compose_search_config(
     backend: str,
     objective: str | Sequence[Mapping[str, str]],
     peft: Mapping[str, Any] | Any,
-    workers: int | None,
+    workers: int | str | None,
     run_dir: str | Path | None,
     keywords: Mapping[str, Any],
 ) -> DictConfig:

@@ -7,19 +7,20 @@ trainer is ``hpsearch.build``'s, and the worker pool is ``hpsearch.workers``'.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpsearch.backends import backend_settings, get_backend
 from hpsearch.backends.base import Backend, SearchJob, require_in_training_eval
@@ -40,7 +41,12 @@ from hpsearch.interrupt import handle_interrupts
 from hpsearch.loop import FailureBudget, Listener, TrialLoop
 from hpsearch.objective import Objectives
 from hpsearch.orchestrator import Orchestrator
+from hpsearch.packing import AUTO, PackingSettings, apply_memory_cap, share_environment
+from hpsearch.packing import Decision as PackingDecision
 from hpsearch.peft import AdapterSettings, check_adapter_space
+from hpsearch.probe import measure, probe_capacity
+from hpsearch.probe import report as report_probe
+from hpsearch.probe import report_error as report_probe_error
 from hpsearch.progress import SearchProgress
 from hpsearch.rerun import rerun_space
 from hpsearch.space import SearchSpace
@@ -50,6 +56,7 @@ from hpsearch.trials import SearchResult, TrialOutcome, TrialState, count_finish
 from hpsearch.workers import (
     Supervision,
     WorkerReport,
+    enter_environment,
     run_workers,
     visible_gpus,
     worker_count,
@@ -71,9 +78,32 @@ def run(cfg: DictConfig, parts: TrainerParts | None = None) -> SearchResult | No
     if rank() != 0:
         follow_rank_zero(plan)
         return None
+    if plan.packing is not None:
+        return search_packed(plan)
+    return search_on_workers(plan)
+
+
+def search_on_workers(plan: Plan) -> SearchResult:
+    """The search on ``plan.job.workers`` processes: a pool of them, or this one (Ray runs its own)."""
     if plan.job.workers > 1 and not plan.backend.runs_own_workers:
         return launch_workers(plan)
     return search_here(plan)
+
+
+def search_packed(plan: Plan) -> SearchResult:
+    """``workers=auto``: probe what one trial needs and what more workers gain, decide, then search that way."""
+    assert plan.packing is not None
+    gpus = visible_gpus()
+    probe_config = {**plain(plan.cfg), "workers": 1, "workers_per_gpu": None, "save_best_model": False}
+    target: Any = _probe
+    if plan.parts is not None:  # hpsearch.search: each probe process gets the user's trainer's parts
+        plan.parts.check_sendable("workers=auto")
+        target = functools.partial(_probe, parts=plan.parts)
+    trials_left = plan.job.n_trials  # an upper bound: the study's finished trials are known after prepare
+    capacity, decision = probe_capacity(target, probe_config, plan.packing, gpus, os.cpu_count() or 1, trials_left)
+    print(f"hpsearch: {decision.line(capacity, len(gpus))}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="hpsearch-packing-") as folder:  # the device locks, nothing kept
+        return search_on_workers(plan.packed(decision, len(gpus), Path(folder)))
 
 
 @dataclass(frozen=True)
@@ -88,6 +118,8 @@ class Plan:
     max_worker_restarts: int
     adapter: AdapterSettings | None = None  # peft=lora
     parts: TrainerParts | None = None  # hpsearch.search: the user's Trainer instead of the config's model and data
+    packing: PackingSettings | None = None  # workers=auto, until decided
+    share_environment: Mapping[str, str] = field(default_factory=dict)  # decided: each packed worker's share
 
     @classmethod
     def from_config(cls, cfg: DictConfig, parts: TrainerParts | None = None) -> Plan:
@@ -144,6 +176,18 @@ class Plan:
             _integer(cfg, "max_worker_restarts", 0),
             adapter,
             parts,
+            _packing(cfg) if _is_auto(cfg) else None,
+        )
+
+    def packed(self, decision: PackingDecision, gpus: int, locks: Path) -> Plan:
+        """The plan with ``workers=auto`` decided: that many workers (per GPU, with GPUs), each with its share."""
+        workers = decision.per_device * max(1, gpus)
+        cfg = self.cfg.copy()
+        with open_dict(cfg):  # what the workers are started with: the decided count, never auto again
+            cfg.workers, cfg.workers_per_gpu = workers, None
+        job = dataclasses.replace(self.job, workers=workers, workers_per_gpu=decision.per_device if gpus else None)
+        return dataclasses.replace(
+            self, cfg=cfg, job=job, packing=None, share_environment=share_environment(locks, decision)
         )
 
     @property
@@ -186,6 +230,7 @@ def search_here(plan: Plan) -> SearchResult:
     """One process trains the trials; under torchrun this is rank zero, and the other ranks follow it."""
     orchestrator, job = plan.orchestrator, plan.job
     coordinator = _coordinator(plan)
+    os.environ.update(plan.share_environment)  # packed Ray trials: the processes Ray starts inherit it
     trainer = plan.trainer(coordinator)  # model and data first: a run that fails here leaves no study behind
     finished = orchestrator.prepare()
     if world_size() == 1 and orchestrator.is_done(finished):  # under DDP the other ranks wait for rank zero
@@ -241,7 +286,15 @@ def launch_workers(plan: Plan) -> SearchResult:
     try:
         with tempfile.TemporaryDirectory(prefix="hpsearch-budget-") as folder:  # the workers' claims, nothing kept
             budget = TrialBudget.create(Path(folder) / "budget.json", max(0, job.n_trials - finished))
-            run_workers(target, plain(plan.cfg), job.workers, budget, supervision, plan.max_worker_restarts)
+            run_workers(
+                target,
+                plain(plan.cfg),
+                job.workers,
+                budget,
+                supervision,
+                plan.max_worker_restarts,
+                plan.share_environment,
+            )
     finally:
         progress.close()
         result = orchestrator.write_results()
@@ -272,7 +325,8 @@ def follow_rank_zero(plan: Plan) -> None:
 
 def _start_worker(config: dict[str, Any], environment: dict[str, str], parts: TrainerParts | None = None) -> None:
     """The target of each worker process: the same search, as a worker."""
-    os.environ.update(environment)
+    enter_environment(environment)
+    apply_memory_cap()  # a packed GPU worker: before anything allocates on the card
     handle_interrupts()  # the launcher stops its workers with SIGTERM: each fails its running trial first
     try:
         run(OmegaConf.create(config), parts)
@@ -284,6 +338,22 @@ def _start_worker(config: dict[str, Any], environment: dict[str, str], parts: Tr
         sys.exit(EXIT_INTERRUPTED)
 
 
+def _probe(
+    config: dict[str, Any], environment: dict[str, str], barrier: Any, parts: TrainerParts | None = None
+) -> None:
+    """The target of each probe process of ``workers=auto``: build the trainer, wait for the round's other probes,
+    then train the space's most demanding point for the timed steps."""
+    enter_environment(environment)
+    try:
+        plan = Plan.from_config(OmegaConf.create(config), parts)
+        trainer = plan.trainer()
+        barrier.wait()
+        report_probe(measure(trainer, plan.job.space.most_demanding(), _packing(plan.cfg).probe_steps))
+    except HPSearchError as error:
+        report_probe_error(str(error), error.exit_code)
+        sys.exit(error.exit_code)
+
+
 def _integer(cfg: DictConfig, key: str, minimum: int) -> int:
     value = cfg.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -291,12 +361,29 @@ def _integer(cfg: DictConfig, key: str, minimum: int) -> int:
     return value
 
 
+def _packing(cfg: DictConfig) -> PackingSettings:
+    return PackingSettings.from_config(plain(cfg.packing) if "packing" in cfg else {})
+
+
+def _is_auto(cfg: DictConfig) -> bool:
+    return AUTO in (cfg.get("workers"), cfg.get("workers_per_gpu"))
+
+
 def _workers(cfg: DictConfig) -> int:
-    """``workers``, or ``workers_per_gpu`` times this machine's GPUs; a clear error for bad values."""
+    """``workers``, or ``workers_per_gpu`` times this machine's GPUs (1 until ``auto`` is decided); a clear error
+    for bad values."""
     workers, per_gpu = cfg.get("workers"), cfg.get("workers_per_gpu")
+    if _is_auto(cfg):
+        if {workers, per_gpu} not in ({AUTO}, {AUTO, None}):
+            raise ConfigError(
+                f"workers={workers} workers_per_gpu={per_gpu}: with auto, hpsearch picks both; set the other to null"
+            )
+        if world_size() > 1:
+            raise ConfigError("workers=auto: torchrun already runs one process per device; drop it under torchrun")
+        return 1
     for key, value in (("workers", workers), ("workers_per_gpu", per_gpu)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ConfigError(f"{key}: must be an integer >= 1 or null (got {value!r})")
+            raise ConfigError(f"{key}: must be an integer >= 1, auto or null (got {value!r})")
     count = worker_count(workers, per_gpu, visible_gpus() if per_gpu is not None else [])
     if count > 1 and world_size() > 1:
         raise ConfigError(

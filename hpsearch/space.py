@@ -307,6 +307,22 @@ class SearchSpace:
             for param in self.params
         }
 
+    def most_demanding(self) -> dict[str, Any]:
+        """The point that needs the most memory, as far as a space can tell: every number at its high end, every
+        categorical at its largest number (its first choice where none is a number). ``workers=auto`` probes it."""
+
+        def largest(param: Param) -> Any:
+            if isinstance(param, FixedParam):
+                return param.value
+            if isinstance(param, CategoricalParam):
+                numbers = [
+                    choice for choice in param.choices if isinstance(choice, (int, float)) and _is_number(choice)
+                ]
+                return max(numbers) if numbers else param.choices[0]
+            return param.high
+
+        return {param.name: largest(param) for param in self.params}
+
     def fixed(self, values: Mapping[str, Any]) -> SearchSpace:
         """The same space with every parameter fixed to ``values`` (used to re-run a best trial)."""
         return SearchSpace(tuple(FixedParam(param.name, values[param.name]) for param in self.params))

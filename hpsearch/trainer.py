@@ -7,6 +7,7 @@ the search records it and goes on. A backend sees each in-training evaluation th
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import math
@@ -24,9 +25,10 @@ from hpsearch.interrupt import INTERRUPTED
 from hpsearch.model import TrialModels
 from hpsearch.model_metrics import MODEL_METRICS
 from hpsearch.objective import Objectives
+from hpsearch.packing import DeviceShare, is_out_of_memory
 from hpsearch.space import SearchSpace
 from hpsearch.training import argument_fields
-from hpsearch.trials import TrialOutcome, TrialPruned, TrialState
+from hpsearch.trials import RETRIED_METRIC, TrialOutcome, TrialPruned, TrialState
 
 # (the backend's trial handle, the global step, that evaluation's metrics); may raise TrialPruned
 Reporter = Callable[[Any, int, dict[str, float]], None]
@@ -89,6 +91,7 @@ class SearchTrainer(Trainer):
         self.objectives = objectives
         self.coordinator = coordinator  # set under torchrun
         self.reporter: Reporter | None = None  # set by the search: each in-training evaluation goes to the backend
+        self.device_share = DeviceShare.from_environment()  # set in a packed worker (workers=auto)
         self._trial_params: dict[str, Any] | None = None  # the running trial's hyperparameters
         self._handle: Any = None  # the backend's own object for the running trial
         args = kwargs["args"]
@@ -159,7 +162,31 @@ class SearchTrainer(Trainer):
     def run_trial(
         self, params: Mapping[str, Any], handle: Any = None, resume_from_checkpoint: str | None = None
     ) -> TrialOutcome:
-        """Train one trial from typed values; its outcome, whether it completed, failed or was pruned."""
+        """Train one trial from typed values; its outcome, whether it completed, failed or was pruned.
+
+        In a packed worker (``workers=auto``), a trial that runs out of memory is trained once more, alone on its
+        device; its outcome then carries ``retried_out_of_memory``."""
+        share = self.device_share
+        if share is None:
+            return self._train_trial(params, handle, resume_from_checkpoint)
+        try:
+            with share.trial():
+                outcome = self._train_trial(params, handle, resume_from_checkpoint)
+        finally:
+            self._free_memory()  # what this worker holds between trials, a neighbour's retry may need
+        if outcome.state is not TrialState.FAIL or not is_out_of_memory(outcome.error):
+            return outcome
+        with share.alone():
+            outcome = self._train_trial(params, handle, resume_from_checkpoint)
+            self._free_memory()
+        error = outcome.error and f"{outcome.error} (also alone on its device)"
+        metrics = {**outcome.metrics, RETRIED_METRIC: 1.0}
+        self.latest_outcome = dataclasses.replace(outcome, metrics=metrics, error=error)
+        return self.latest_outcome
+
+    def _train_trial(
+        self, params: Mapping[str, Any], handle: Any = None, resume_from_checkpoint: str | None = None
+    ) -> TrialOutcome:
         started = time.perf_counter()
         self.latest_outcome = None
         self._trial_params, self._handle = dict(params), handle

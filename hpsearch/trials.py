@@ -10,6 +10,8 @@ from typing import Any
 
 from hpsearch.model_metrics import MODEL_METRICS
 
+RETRIED_METRIC = "retried_out_of_memory"  # 1.0 for a trial that ran out of memory packed, then trained alone
+
 
 class TrialState(str, Enum):
     """A trial's state, with optuna's names (every backend's states map onto these)."""
@@ -85,7 +87,7 @@ def count_finished(trials: Iterable[TrialOutcome]) -> int:
 
 def is_metric(name: str) -> bool:
     """Whether a reported name is a metric of the trial: an evaluation's ``eval_*`` or a model metric."""
-    return name.startswith("eval_") or name in MODEL_METRICS
+    return name.startswith("eval_") or name in MODEL_METRICS or name == RETRIED_METRIC
 
 
 def reported_metrics(reported: Mapping[str, Any]) -> dict[str, float]:

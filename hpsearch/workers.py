@@ -70,9 +70,19 @@ def worker_environments(workers: int, gpus: Sequence[str], cores: int) -> list[d
     return environments
 
 
+def enter_environment(environment: Mapping[str, str]) -> None:
+    """In a fresh worker or probe process: take on its environment. Its torch thread count too, which torch
+    fixed when it was imported, before the environment arrived (a worker pickled as a target imports it first)."""
+    os.environ.update(environment)
+    if threads := environment.get("OMP_NUM_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 class WorkerReport:
-    """A trial-loop listener in each worker: one ``workers.jsonl`` line per trial, with the process's memory
-    afterwards (RSS, and the GPU memory torch holds), to check that a persistent worker stays flat."""
+    """A trial-loop listener in each worker: one ``workers.jsonl`` line per trial, with the process's torch threads
+    and its memory afterwards (RSS, and the GPU memory torch holds), to check that a persistent worker stays flat."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "workers.jsonl"
@@ -83,6 +93,7 @@ class WorkerReport:
             "pid": os.getpid(),
             "state": outcome.state.value,
             "duration_s": round(outcome.duration_s or 0.0, 3),
+            "torch_threads": _torch_threads(),
             "rss_mb": round(_rss_bytes() / 2**20, 1),
             "cuda_allocated_mb": _cuda_allocated_mb(),
         }
@@ -93,6 +104,12 @@ class WorkerReport:
 def _rss_bytes() -> int:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _cuda_allocated_mb() -> float | None:
@@ -118,15 +135,20 @@ def run_workers(
     budget: TrialBudget,
     supervision: Supervision,
     max_restarts: int,
+    shared_environment: Mapping[str, str] | None = None,
 ) -> None:
-    """Start ``workers`` processes on ``target`` and supervise them until all have exited.
+    """Start ``workers`` processes on ``target`` and supervise them until all have exited; each gets
+    ``shared_environment`` too (a packed worker's device share).
 
     A worker that dies (killed, or crashed) has its trial failed and its claim given back, and a new worker takes
     its place on the same devices, up to ``max_restarts`` times in all. A worker that stops on an hpsearch error
     of its own (a config or data error, at start-up) is not restarted: the others are stopped, and its error
     (``WorkerError``, with its exit code and one line) ends the search.
     """
-    environments = worker_environments(workers, visible_gpus(), os.cpu_count() or 1)
+    environments = [
+        {**environment, **(shared_environment or {})}
+        for environment in worker_environments(workers, visible_gpus(), os.cpu_count() or 1)
+    ]
     supervisor = _Supervisor(target, config, budget, supervision, max_restarts)
     try:
         for environment in environments:

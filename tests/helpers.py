@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -34,8 +35,6 @@ def rank_one_failing_tiny_bert(
     num_labels: int, id2label: dict, label2id: dict, tokenizer: Any, hidden_dropout_prob: float
 ) -> Any:
     """Raises on rank 1 only (a crash on one rank of a DDP job)."""
-    import os
-
     if os.environ.get("RANK") == "1":
         raise RuntimeError("injected failure on rank 1")
     return tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
@@ -50,7 +49,6 @@ def rank_one_fails_mid_trial_tiny_bert(
     """On rank 1 of torchrun's first attempt, the second trial's model raises at its third forward pass:
     a crash mid-training, while rank 0 waits in the gradient all-reduce."""
     import itertools
-    import os
 
     global _models_built
     _models_built += 1  # the first model is the Trainer's own check before any trial
@@ -89,8 +87,6 @@ def logged_pretrained_classifier(
     name_or_path: str, num_labels: int, id2label: dict, label2id: dict, load_log: str
 ) -> Any:
     """``pretrained_classifier``, appending this process's pid to ``load_log`` each time it reads the weights."""
-    import os
-
     from hpsearch.model import pretrained_classifier
 
     with open(load_log, "a") as log:
@@ -103,8 +99,6 @@ class LossLoggingTrainer(Trainer):
     ``HPSEARCH_TEST_LOSS_LOG`` at every training step, so a test sees that its method, not Trainer's, ran."""
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
-        import os
-
         with open(os.environ["HPSEARCH_TEST_LOSS_LOG"], "a") as log:
             log.write(f"{os.getpid()}\n")
         return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
@@ -115,3 +109,16 @@ def api_tiny_bert(trial: dict[str, Any] | None, tokenizer: Any, num_labels: int,
     ``hpsearch.search(workers=N)`` needs one: a worker process imports it."""
     dropout = (trial or {}).get("hidden_dropout_prob", 0.1)
     return tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=dropout)
+
+
+def packed_oom_tiny_bert(
+    num_labels: int, id2label: dict, label2id: dict, tokenizer: Any, hidden_dropout_prob: float
+) -> Any:
+    """Each worker's first trial runs out of memory, as a trial too large for its share of a packed GPU would;
+    the probes of workers=auto and a retry fit."""
+    global _models_built
+    _models_built += 1  # the first model is the Trainer's own check before any trial
+    model = tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
+    if _models_built == 2 and "HPSEARCH_WORKER" in os.environ and "HPSEARCH_PROBE" not in os.environ:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+    return model

@@ -46,6 +46,8 @@ def assert_shared_search(run_dir: Path, n_trials: int) -> None:
     lines = worker_lines(run_dir)
     assert len(lines) == len(table)  # every trial of the study was trained by a worker of this search
     assert len({line["pid"] for line in lines}) == 2, lines  # ... in both processes
+    # ... each with its share of the cores: torch fixes its threads at import, before a worker's environment
+    assert {line["torch_threads"] for line in lines} == {max(1, (os.cpu_count() or 1) // 2)}, lines
 
 
 DEVICES = [  # (workers, workers_per_gpu, gpus, cores) -> each worker's CUDA_VISIBLE_DEVICES and threads

@@ -89,6 +89,7 @@ class SearchJob(Generic[SettingsT]):
     run_dir: Path
     settings: SettingsT  # the backend's own config group
     workers: int = 1  # processes training this search's trials at once on this machine
+    workers_per_gpu: int | None = None  # workers=auto decided on GPUs: how many of them share each card
     definition: Mapping[str, Any] = field(default_factory=dict)  # what defines the study (hpsearch.definition)
 
     @property

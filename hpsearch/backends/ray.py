@@ -287,7 +287,8 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         from ray import tune
 
         trainer = loop.trainer
-        resources = dict(job.settings.resources_per_trial or {"cpu": 1})
+        packed = {"cpu": 1, "gpu": 1 / job.workers_per_gpu} if job.workers_per_gpu else {"cpu": 1}  # workers=auto
+        resources = dict(job.settings.resources_per_trial or packed)
         payload = TrialPayload(
             trainer_kwargs={
                 "hpsearch_model_init": trainer.hpsearch_model_init,
