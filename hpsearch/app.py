@@ -41,7 +41,7 @@ from hpsearch.interrupt import handle_interrupts
 from hpsearch.loop import FailureBudget, Listener, TrialLoop
 from hpsearch.objective import Objectives
 from hpsearch.orchestrator import Orchestrator
-from hpsearch.packing import AUTO, PackingSettings, apply_memory_cap, share_environment
+from hpsearch.packing import AUTO, PACKING_JSON, PackingSettings, apply_memory_cap, share_environment
 from hpsearch.packing import Decision as PackingDecision
 from hpsearch.peft import AdapterSettings, check_adapter_space
 from hpsearch.probe import measure, probe_capacity
@@ -102,6 +102,8 @@ def search_packed(plan: Plan) -> SearchResult:
     trials_left = plan.job.n_trials  # an upper bound: the study's finished trials are known after prepare
     capacity, decision = probe_capacity(target, probe_config, plan.packing, gpus, os.cpu_count() or 1, trials_left)
     print(f"hpsearch: {decision.line(capacity, len(gpus))}", file=sys.stderr)
+    plan.job.run_dir.mkdir(parents=True, exist_ok=True)
+    (plan.job.run_dir / PACKING_JSON).write_text(json.dumps(decision.record(capacity, len(gpus)), indent=2))
     with tempfile.TemporaryDirectory(prefix="hpsearch-packing-") as folder:  # the device locks, nothing kept
         return search_on_workers(plan.packed(decision, len(gpus), Path(folder)))
 

@@ -27,6 +27,7 @@ from typing import Any
 from hpsearch.errors import ConfigError
 
 AUTO = "auto"
+PACKING_JSON = "packing.json"  # in the run directory: the decision and its figures
 SHARE_ENV = "HPSEARCH_DEVICE_SHARE"  # set in a packed worker: "<lock folder>:<memory fraction>"
 GIB = 2**30
 
@@ -102,6 +103,21 @@ class Decision:
             f"demanding point, {capacity.free_bytes / GIB:.1f} GiB of {device} free, {capacity.cores} cores; "
             f"measured {measured}; {self.reason})"
         )
+
+    def record(self, capacity: Capacity, devices: int) -> dict[str, Any]:
+        """The decision and the figures behind it, as ``packing.json`` keeps them in the run directory."""
+        return {
+            "workers_per_device": self.per_device,
+            "devices": devices if capacity.gpu else 1,
+            "device": "gpu" if capacity.gpu else "cpu",
+            "reason": self.reason,
+            "memory_fraction": self.memory_fraction,
+            "samples_per_s": {str(count): rate for count, rate in sorted(self.throughputs.items())},
+            "per_worker_bytes": capacity.per_worker_bytes,
+            "free_bytes": capacity.free_bytes,
+            "total_bytes": capacity.total_bytes,
+            "cores": capacity.cores,
+        }
 
 
 def memory_bound(capacity: Capacity, margin: float) -> int:

@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 from hpsearch.errors import ConfigError, WorkerError
 from hpsearch.packing import Capacity, Decision, PackingSettings, decide, next_count, worker_bound
 from hpsearch.trials import TrialState
+from hpsearch.workers import WORKER_ENV, worker_environments
 
 PROBE_ENV = "HPSEARCH_PROBE"  # set in a probe process: the file its measurement goes to
 WARMUP_STEPS = 2  # not timed: the first steps allocate, compile kernels and fill caches
@@ -163,9 +164,9 @@ def probe_capacity(
     worker counts while the aggregate throughput rises; decide from what was measured."""
 
     def environments(count: int) -> list[dict[str, str]]:
-        threads = str(max(1, per_device_cores // count))
-        device = {"CUDA_VISIBLE_DEVICES": gpus[0]} if gpus else {}
-        return [{"OMP_NUM_THREADS": threads, **device} for _ in range(count)]
+        """``count`` workers' environments on the probed device, without a worker index: a probe is no worker."""
+        listed = worker_environments(count, gpus[:1], per_device_cores)
+        return [{key: value for key, value in environment.items() if key != WORKER_ENV} for environment in listed]
 
     per_device_cores = max(1, cores // max(1, len(gpus)))
     (alone,) = run_probes(target, config, environments(1))

@@ -47,4 +47,6 @@ def served(request: pytest.FixtureRequest) -> Served:
     if request.param == "wandb":
         server = request.getfixturevalue("wandb_server")
         return Served("wandb", ["backend=wandb", "backend.method=random"], wandb_env(server), server)
+    if request.param == "ray":
+        return Served("ray", ["backend=ray"])
     return Served("optuna", ["backend=optuna"])

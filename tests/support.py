@@ -118,7 +118,7 @@ def wandb_env(server: WandbStandIn) -> dict[str, str]:
 @dataclass
 class Served:
     """A backend as a test runs it: its overrides, the environment pointing its client at a stand-in server, and
-    that server (None for optuna, whose study is a local file)."""
+    that server (None for optuna, whose study is a local file, and for Ray's local runtime)."""
 
     backend: str
     overrides: list[str]

@@ -3,6 +3,8 @@ ran out of memory packed, and real probes on this machine's cores."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import threading
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from support import read_trials
+from support import Served, read_trials
 
 from hpsearch import app
 from hpsearch.errors import ConfigError
@@ -57,6 +59,20 @@ def test_the_worker_count_follows_memory_cores_and_measured_throughput(given: tu
         assert decision.memory_fraction == pytest.approx(free * 0.9 / decision.per_device / 80)
     else:
         assert decision.memory_fraction is None
+
+
+def test_the_decision_line_and_record_carry_the_figures() -> None:
+    capacity = Capacity(int(2.5 * GIB), 70 * GIB, H100, 16, True)
+    decision = decide(capacity, PackingSettings(), 100, {1: 100.0, 2: 104.0})
+    line = decision.line(capacity, 8)
+    assert line.startswith("workers=auto: 1 per GPU x 8 GPUs (one trial needs 2.50 GiB")
+    assert "70.0 GiB of GPU free, 16 cores; measured 100.0 samples/s with 1, 104.0 samples/s with 2" in line
+    record = decision.record(capacity, 8)
+    assert (record["workers_per_device"], record["devices"], record["samples_per_s"]) == (
+        1,
+        8,
+        {"1": 100.0, "2": 104.0},
+    )
 
 
 def test_a_trial_that_fits_nowhere_is_a_config_error_naming_the_fix() -> None:
@@ -173,17 +189,34 @@ def test_a_retry_alone_waits_for_the_running_neighbour_and_holds_off_new_trials(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["optuna", "ray"])
-def test_workers_auto_picks_a_count_from_real_probes(
-    backend: str, cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+@pytest.mark.parametrize("served", ["optuna", "sigopt", "wandb", "ray"], indirect=True)
+def test_workers_auto_picks_a_count_from_real_probes_on_every_backend(
+    served: Served, cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    done = cli("experiment=ci", "workers=auto", "n_trials=4", f"backend={backend}", timeout=400)
+    # 3 epochs: trials of a few seconds, so a worker that starts a little later still gets one of the 4
+    done = cli(
+        "experiment=ci",
+        "workers=auto",
+        "n_trials=4",
+        "training.num_train_epochs=3",
+        *served.overrides,
+        timeout=400,
+        **served.env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = [line for line in done.stderr.splitlines() if "workers=auto:" in line]
     assert "GiB at the space's most demanding point" in line and "samples/s with 1" in line, line
-    assert " on CPU (" in line
+    decided = re.search(r"workers=auto: (\d) on CPU \(", line)
+    assert decided is not None and 1 <= int(decided.group(1)) <= (os.cpu_count() or 1), line
     table = read_trials(tmp_path / "run")
     assert [row["state"] for row in table] == ["COMPLETE"] * 4
+    kept = json.loads((tmp_path / "run" / "packing.json").read_text())  # the figures, beside the results
+    assert kept["workers_per_device"] == int(decided.group(1)) and kept["device"] == "cpu"
+    assert kept["per_worker_bytes"] > 0 and "1" in kept["samples_per_s"]
+    if served.backend != "ray":  # the pool trained with as many worker processes as decided
+        pids = {json.loads(entry)["pid"] for entry in (tmp_path / "run" / "workers.jsonl").read_text().splitlines()}
+        assert len(pids) <= int(decided.group(1)), line
+        assert int(decided.group(1)) == 1 or len(pids) == 2, (line, pids)
 
 
 @pytest.mark.slow
@@ -208,4 +241,5 @@ def test_an_out_of_memory_trial_in_a_packed_worker_is_retried_alone_once(
     table = read_trials(tmp_path / "run")
     assert [row["state"] for row in table] == ["COMPLETE"] * 4  # no trial lost, none failed
     retried = [row for row in table if row["retried_out_of_memory"] == "1.0"]
-    assert len(retried) == 2  # each worker's first trial
+    pids = {json.loads(entry)["pid"] for entry in (tmp_path / "run" / "workers.jsonl").read_text().splitlines()}
+    assert len(retried) == len(pids) >= 1  # each worker's first trial, trained again alone
