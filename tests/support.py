@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -132,3 +133,69 @@ class Served:
             return len(observations)
         (issued,) = self.server.issued.values()
         return len(issued)
+
+
+TORCHRUN_TIME_BOX = 180  # seconds a torchrun job of a test may take
+
+
+def torchrun(
+    tmp_path: Path, *overrides: str, nproc: int = 2, name: str = "run", restarts: int = 0, **env: str
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        f"--max-restarts={restarts}",
+        "-m",
+        "hpsearch",
+        f"hydra.run.dir={tmp_path / name}",
+        "training.ddp_timeout=20",
+        "progress=false",
+        *overrides,
+    ]
+    scratch = tmp_path / "tmp"  # the ranks' temp folder, to check that they leave nothing there
+    scratch.mkdir(exist_ok=True)
+    loopback = {"GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(scratch)}  # keep gloo's traffic on 127.0.0.1
+    done = run_command(command, tmp_path, timeout=TORCHRUN_TIME_BOX, **loopback, **env)
+    assert not list(scratch.glob("hpsearch-rank*")), "a follower rank left its scratch run directory behind"
+    return done
+
+
+SEARCHES = {  # backend -> a random search of it (W&B's own: tests/test_wandb.py, offline, 1 and 2 workers)
+    "optuna": ["backend=optuna", "backend.sampler=random"],
+    "ray": ["backend=ray"],
+    "sigopt": ["backend=sigopt", "backend.driver=lite"],
+}
+
+
+EVERY_BACKEND = [
+    pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in [*SEARCHES, "wandb"]
+]
+
+
+def random_search(backend: str) -> tuple[list[str], dict[str, str]]:
+    """A backend's random-search overrides, and the environment its client needs here."""
+    if backend == "wandb":
+        return ["backend=wandb", "backend.method=random"], {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return SEARCHES[backend], {}
+
+
+def worker_lines(run_dir: Path) -> list[dict]:
+    """``workers.jsonl``: one line per trial a worker process trained."""
+    return [json.loads(line) for line in (run_dir / "workers.jsonl").read_text().splitlines()]
+
+
+def assert_shared_search(run_dir: Path, n_trials: int) -> None:
+    """Exactly n_trials finished trials, distinct numbers, complete results, trained in both processes."""
+    table = read_trials(run_dir)
+    finished = [row for row in table if row["state"] in ("COMPLETE", "PRUNED")]
+    assert len(finished) == n_trials
+    assert len({row["number"] for row in table}) == len(table)
+    assert (run_dir / "best.json").is_file() and (run_dir / "best_hyperparameters.yaml").is_file()
+    lines = worker_lines(run_dir)
+    assert len(lines) == len(table)  # every trial of the study was trained by a worker of this search
+    assert len({line["pid"] for line in lines}) == 2, lines  # ... in both processes
+    # ... each with its share of the cores: torch fixes its threads at import, before a worker's environment
+    assert {line["torch_threads"] for line in lines} == {max(1, (os.cpu_count() or 1) // 2)}, lines

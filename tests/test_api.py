@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import read_trials, requires
+from support import assert_shared_search, read_trials, requires
 
 import hpsearch
 from hpsearch.errors import ConfigError
@@ -160,6 +160,10 @@ def test_a_lora_search_on_a_given_model_leaves_its_weights_as_they_were(tmp_path
             {"workers": 2},
             "workers=2: the trainer's model_init cannot be sent to a worker process (AttributeError: Can't",
         ),
+        (
+            {"workers": "auto"},
+            "workers=auto: the trainer's model_init cannot be sent to a worker process (AttributeError: Can't",
+        ),
         ({"backend": "nope"}, "backend: unknown backend 'nope'"),
         (
             {"space": {"learning_rate": {"type": "float", "low": 1.0, "high": 0.1}}},
@@ -183,8 +187,6 @@ def test_bad_keywords_are_config_errors(tmp_path: Path, keywords: dict[str, Any]
 @pytest.mark.slow
 def test_workers_from_python_train_in_both_processes(tmp_path: Path) -> None:
     """A module-level model_init and in-memory datasets reach each worker process (pickled, as spawn sends them)."""
-    from test_workers import assert_shared_search
-
     result = hpsearch.search(
         ci_trainer(tmp_path, importable=True),
         space={**CI_SPACE, "num_train_epochs": {"type": "fixed", "value": 12}},  # outlasts a worker start-up

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import read_trials, requires
+from support import EVERY_BACKEND, SEARCHES, random_search, read_trials, requires
 
 from hpsearch.backends import BACKENDS, get_backend
 from hpsearch.backends.base import SamplesNatively
@@ -74,13 +74,6 @@ def test_log_scale_spreads_over_decades(samples: list[dict[str, Any]]) -> None:
     assert sum(w < 64 for w in widths) > N / 4  # uniform on [8, 512] would put ~11% below 64
 
 
-SEARCHES = {  # backend -> a random search of it (W&B's own: tests/test_wandb.py, offline, 1 and 2 workers)
-    "optuna": ["backend=optuna", "backend.sampler=random"],
-    "ray": ["backend=ray"],
-    "sigopt": ["backend=sigopt", "backend.driver=lite"],
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "backend", [pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in SEARCHES]
@@ -97,18 +90,6 @@ def test_every_trial_of_a_search_gets_new_hyperparameters(
 
 
 # Every backend as a random search from the command line, W&B's offline (its sweeps engine, no server).
-EVERY_BACKEND = [
-    pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in [*SEARCHES, "wandb"]
-]
-
-
-def random_search(backend: str) -> tuple[list[str], dict[str, str]]:
-    """A backend's random-search overrides, and the environment its client needs here."""
-    if backend == "wandb":
-        return ["backend=wandb", "backend.method=random"], {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return SEARCHES[backend], {}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_a_trainer_subclass_trains_every_trial_with_its_own_compute_loss(

@@ -3,40 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from support import FAILING_MODEL, Served, read_trials, run_command
-
-TIME_BOX = 180
-
-
-def torchrun(
-    tmp_path: Path, *overrides: str, nproc: int = 2, name: str = "run", restarts: int = 0, **env: str
-) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        f"--max-restarts={restarts}",
-        "-m",
-        "hpsearch",
-        f"hydra.run.dir={tmp_path / name}",
-        "training.ddp_timeout=20",
-        "progress=false",
-        *overrides,
-    ]
-    scratch = tmp_path / "tmp"  # the ranks' temp folder, to check that they leave nothing there
-    scratch.mkdir(exist_ok=True)
-    loopback = {"GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(scratch)}  # keep gloo's traffic on 127.0.0.1
-    done = run_command(command, tmp_path, timeout=TIME_BOX, **loopback, **env)
-    assert not list(scratch.glob("hpsearch-rank*")), "a follower rank left its scratch run directory behind"
-    return done
+from support import FAILING_MODEL, Served, read_trials, torchrun
 
 
 def assert_ranks_agree(run_dir: Path, expected_trials: int) -> list[dict]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from support import Served, read_trials
+from support import Served, read_trials, worker_lines
 
 from hpsearch import app
 from hpsearch.errors import ConfigError
@@ -214,7 +214,7 @@ def test_workers_auto_picks_a_count_from_real_probes_on_every_backend(
     assert kept["workers_per_device"] == int(decided.group(1)) and kept["device"] == "cpu"
     assert kept["per_worker_bytes"] > 0 and "1" in kept["samples_per_s"]
     if served.backend != "ray":  # the pool trained with as many worker processes as decided
-        pids = {json.loads(entry)["pid"] for entry in (tmp_path / "run" / "workers.jsonl").read_text().splitlines()}
+        pids = {line["pid"] for line in worker_lines(tmp_path / "run")}
         assert len(pids) <= int(decided.group(1)), line
         assert int(decided.group(1)) == 1 or len(pids) == 2, (line, pids)
 
@@ -241,5 +241,5 @@ def test_an_out_of_memory_trial_in_a_packed_worker_is_retried_alone_once(
     table = read_trials(tmp_path / "run")
     assert [row["state"] for row in table] == ["COMPLETE"] * 4  # no trial lost, none failed
     retried = [row for row in table if row["retried_out_of_memory"] == "1.0"]
-    pids = {json.loads(entry)["pid"] for entry in (tmp_path / "run" / "workers.jsonl").read_text().splitlines()}
+    pids = {line["pid"] for line in worker_lines(tmp_path / "run")}
     assert len(retried) == len(pids) >= 1  # each worker's first trial, trained again alone

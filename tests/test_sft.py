@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
-from support import read_trials, requires
-from test_conformance import EVERY_BACKEND, random_search
-from test_ddp import torchrun
+from support import EVERY_BACKEND, random_search, read_trials, requires, torchrun
 
 from hpsearch.errors import ConfigError
 

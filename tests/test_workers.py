@@ -12,7 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import POSTGRES_URL, Served, cli_env, read_trials, requires, run_command
+from support import (
+    POSTGRES_URL,
+    Served,
+    assert_shared_search,
+    cli_env,
+    read_trials,
+    requires,
+    run_command,
+    worker_lines,
+)
 
 from hpsearch.budget import TrialBudget
 from hpsearch.workers import worker_count, worker_environments
@@ -29,25 +38,6 @@ KILLABLE = [
     "data.train_size=400",
     "training.num_train_epochs=3",
 ]
-
-
-def worker_lines(run_dir: Path) -> list[dict]:
-    """``workers.jsonl``: one line per trial a worker process trained."""
-    return [json.loads(line) for line in (run_dir / "workers.jsonl").read_text().splitlines()]
-
-
-def assert_shared_search(run_dir: Path, n_trials: int) -> None:
-    """Exactly n_trials finished trials, distinct numbers, complete results, trained in both processes."""
-    table = read_trials(run_dir)
-    finished = [row for row in table if row["state"] in ("COMPLETE", "PRUNED")]
-    assert len(finished) == n_trials
-    assert len({row["number"] for row in table}) == len(table)
-    assert (run_dir / "best.json").is_file() and (run_dir / "best_hyperparameters.yaml").is_file()
-    lines = worker_lines(run_dir)
-    assert len(lines) == len(table)  # every trial of the study was trained by a worker of this search
-    assert len({line["pid"] for line in lines}) == 2, lines  # ... in both processes
-    # ... each with its share of the cores: torch fixes its threads at import, before a worker's environment
-    assert {line["torch_threads"] for line in lines} == {max(1, (os.cpu_count() or 1) // 2)}, lines
 
 
 DEVICES = [  # (workers, workers_per_gpu, gpus, cores) -> each worker's CUDA_VISIBLE_DEVICES and threads
