@@ -79,10 +79,10 @@ def measure(trainer: Any, point: Mapping[str, Any], steps: int) -> ProbeResult:
         torch.cuda.reset_peak_memory_stats()
     outcome = trainer.run_trial(probe_point(point, steps))
     trainer.remove_callback(timer)
-    if outcome.state is TrialState.FAIL:
+    if outcome.state is TrialState.FAIL and not (outcome.error or "").startswith("objective is NaN"):
         raise ConfigError(
             f"workers=auto: a trial at the space's most demanding point {dict(point)} failed alone ({outcome.error}); "
-            "lower the space's largest batch size or sequence length, or set workers"
+            "lower the space's largest batch size or sequence length, or set workers=N"
         )
     batch = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
     rate = batch * timer.timed_steps / timer.elapsed if timer.elapsed > 0 else 0.0
