@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from hpsearch.errors import ConfigError, WorkerError
 from hpsearch.packing import Capacity, Decision, PackingSettings, decide, next_count, worker_bound
 from hpsearch.trials import TrialState
@@ -44,20 +42,25 @@ class ProbeResult:
     samples_per_s: float
 
 
-class _StepTimer(TrainerCallback):
-    """Times the training steps after the warm-up ones."""
+def _step_timer() -> Any:
+    """A callback that times the training steps after the warm-up ones (transformers imported on first use:
+    ``import hpsearch`` stays light)."""
+    from transformers import TrainerCallback
 
-    def __init__(self) -> None:
-        self.started: float | None = None
-        self.timed_steps = 0
-        self.elapsed = 0.0
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.started: float | None = None
+            self.timed_steps = 0
+            self.elapsed = 0.0
 
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step == WARMUP_STEPS:
-            self.started = time.perf_counter()
-        elif self.started is not None:
-            self.timed_steps += 1
-            self.elapsed = time.perf_counter() - self.started
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == WARMUP_STEPS:
+                self.started = time.perf_counter()
+            elif self.started is not None:
+                self.timed_steps += 1
+                self.elapsed = time.perf_counter() - self.started
+
+    return StepTimer()
 
 
 def probe_point(point: Mapping[str, Any], steps: int) -> dict[str, Any]:
@@ -69,7 +72,7 @@ def measure(trainer: Any, point: Mapping[str, Any], steps: int) -> ProbeResult:
     """In a probe process: train ``point`` for ``steps`` timed steps and read what it took."""
     import torch
 
-    timer = _StepTimer()
+    timer = _step_timer()
     trainer.add_callback(timer)
     evaluated = trainer.eval_dataset
     if hasattr(evaluated, "select"):  # one eval batch has the evaluation's peak; the rest only costs time
