@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hpsearch.app import run
 from hpsearch.backends.base import SearchJob
-from hpsearch.backends.optuna import OptunaSettings
+from hpsearch.backends.optuna import OptunaBackend, OptunaSettings
 from hpsearch.backends.optuna.source import STALE_WHILE_STOPPED, StudySource, process_identity
 from hpsearch.backends.optuna.space import distribution, suggest
 from hpsearch.objective import Objectives
@@ -121,6 +121,30 @@ def test_a_dead_processs_trial_is_failed_only_within_its_own_pid_namespace(
     )
     source._fail_orphans()
     assert source.study.trials[number].state.name == state
+
+
+def test_a_killed_workers_trial_failed_first_by_another_pool_is_left_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pools on one study: a worker is killed, and the other pool's heartbeat check fails its trial
+    between this supervisor listing the running trials and failing them. The supervisor goes on (no
+    ``Cannot tell a FAIL trial``), and the first failure's reason is the one kept."""
+    source, number = _study_with_a_running_trial(tmp_path, worker_pid=4242)
+    storage, trial_id = source.study._storage, source.study.trials[number]._trial_id
+    listed = optuna.Study.get_trials
+
+    def list_then_fail_elsewhere(study: optuna.Study, *args: object, **kwargs: object) -> object:
+        trials = listed(study, *args, **kwargs)  # type: ignore[arg-type]
+        if storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
+            storage.set_trial_user_attr(trial_id, "error", "stale heartbeat")
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        return trials
+
+    monkeypatch.setattr(optuna.Study, "get_trials", list_then_fail_elsewhere)
+    OptunaBackend().abandon(source.job, 4242)
+    trial = storage.get_trial(trial_id)
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["error"] == "stale heartbeat"
 
 
 @pytest.mark.parametrize("when", ["before its hyperparameters are drawn", "while it trains"])

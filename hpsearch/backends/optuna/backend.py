@@ -23,7 +23,7 @@ from hpsearch.backends.optuna.samplers import (
     sampler_options,
     startup_trials,
 )
-from hpsearch.backends.optuna.source import SURPLUS, StudySource
+from hpsearch.backends.optuna.source import SURPLUS, StudySource, fail_running_trial
 from hpsearch.backends.optuna.space import suggest
 from hpsearch.backends.optuna.study import (
     DEFINITION_ATTR,
@@ -147,13 +147,10 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
         return method_name(settings.sampler, settings.pruner)
 
     def abandon(self, job: SearchJob[OptunaSettings], pid: int) -> None:
-        import optuna
-
         study = open_study(job, self._storage(job))
         for trial in study.get_trials(deepcopy=False, states=optuna_states(TrialState.RUNNING)):
             if trial.user_attrs.get(WORKER_PID) == pid:
-                study._storage.set_trial_user_attr(trial._trial_id, "error", f"worker process {pid} died")
-                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                fail_running_trial(study._storage, trial._trial_id, f"worker process {pid} died")
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
         import optuna

@@ -147,11 +147,7 @@ class StudySource(TrialSource):
             # The same machine and pid namespace: containers that share a host name each have their own pids.
             local = all(trial.user_attrs.get(name) == here[name] for name in (WORKER_HOST, WORKER_PID_NAMESPACE))
             if local and isinstance(pid, int) and not _process_exists(pid):
-                try:
-                    storage.set_trial_user_attr(trial._trial_id, "error", f"its process {pid} on {host} is gone")
-                    failed = storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    continue  # another process failed it first
+                failed = fail_running_trial(storage, trial._trial_id, f"its process {pid} on {host} is gone")
                 if failed and retry is not None:  # as for a stale heartbeat: queue the same hyperparameters again
                     with experimental_quiet():
                         retry(self.study, storage.get_trial(trial._trial_id))
@@ -170,6 +166,18 @@ class StudySource(TrialSource):
         self.study._storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return True
+
+
+def fail_running_trial(storage: optuna.storages.BaseStorage, trial_id: int, error: str) -> bool:
+    """Fail a trial whose process is gone, with the reason as its ``error``; False where another process (a
+    heartbeat check, another pool's supervisor) finished it first."""
+    import optuna
+
+    try:
+        storage.set_trial_user_attr(trial_id, "error", error)
+        return storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def process_identity() -> dict[str, Any]:
