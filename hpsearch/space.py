@@ -10,6 +10,11 @@ Config form (``conf/space/*.yaml``), one entry per parameter::
     num_train_epochs: {type: int, low: 1, high: 3}
     per_device_train_batch_size: {type: categorical, choices: [16, 32]}
     seed: {type: fixed, value: 42}
+
+or a Hydra sweep string, translated as the hydra-optuna-sweeper does (``hpsearch/sweeper_syntax.py``)::
+
+    learning_rate: tag(log, interval(1e-5, 1e-3))
+    per_device_train_batch_size: choice(16, 32, 64)
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpsearch.errors import SearchSpaceError
+from hpsearch.sweeper_syntax import spec_from_sweep
 
 ChoiceValue = None | bool | int | float | str
 _FLOAT_TOLERANCE = 1e-9
@@ -206,8 +212,10 @@ def _is_multiple(span: float, step: float) -> bool:
 
 
 def parse_param(name: str, spec: Any) -> Param:
+    if isinstance(spec, str):
+        spec = spec_from_sweep(name, spec)
     if not isinstance(spec, Mapping):
-        raise _fail(name, f"expected a mapping with a 'type' key, got {spec!r}")
+        raise _fail(name, f"expected a mapping with a 'type' key or a Hydra sweep string, got {spec!r}")
     kind = spec.get("type")
     if kind not in _TYPES:
         raise _fail(name, f"type must be one of {sorted(_TYPES)} (got {kind!r})")

@@ -240,6 +240,11 @@ def test_compare_a_sqlite_study_resumed_with_a_narrower_space(tmp_path: Path) ->
     assert (row["complete"], row["failed"], row["best eval_loss"]) == ("3", "0", "0.4")
     assert "lr_scheduler_type=linear" in row["best hyperparameters"]
     assert {path.name for path in (tmp_path / "out").glob("*.png")} >= {"importance.png", "parallel_0.png"}
+    # labelled with the evaluator it uses: optuna 5's default is PED-ANOVA, the report's fANOVA
+    assert (
+        "Hyperparameter importance (optuna&#x27;s FanovaImportanceEvaluator"
+        in (tmp_path / "out" / "report.html").read_text()
+    )
 
 
 def test_a_none_choice_is_read_back_from_a_run_directory(tmp_path: Path) -> None:

@@ -7,11 +7,14 @@ import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.compare.searches import Search
 from hpsearch.compare.table import cell_text
 from hpsearch.objective import pareto_front
+
+if TYPE_CHECKING:
+    import optuna
 
 REPORT_HTML = "report.html"
 
@@ -45,9 +48,17 @@ def best_so_far(search: Search, by_time: bool = False) -> list[tuple[int, float,
     return points
 
 
+def importance_evaluator() -> optuna.importance.BaseImportanceEvaluator:
+    """fANOVA, not optuna 5's default PED-ANOVA: PED-ANOVA compares the best 10% of trials with the rest, and a
+    comparison's searches have a handful of trials each, too few for it; fANOVA's forest works on those."""
+    import optuna
+
+    return optuna.importance.FanovaImportanceEvaluator(seed=0)
+
+
 def importance(search: Search) -> dict[str, float]:
-    """optuna's fANOVA importance of each searched hyperparameter for the first objective, from the search's
-    completed trials (any backend's: they are added to an in-memory optuna study)."""
+    """optuna's importance (``importance_evaluator()``) of each searched hyperparameter for the first objective,
+    from the search's completed trials (any backend's: they are added to an in-memory optuna study)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -64,8 +75,9 @@ def importance(search: Search) -> dict[str, float]:
                 values=trial.values,
             )
         )
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-    return optuna.importance.get_param_importances(study, evaluator=evaluator, target=lambda t: t.values[0])
+    return optuna.importance.get_param_importances(
+        study, evaluator=importance_evaluator(), target=lambda t: t.values[0]
+    )
 
 
 def plot_all(searches: Sequence[Search], out: Path) -> list[tuple[str, Path]]:
@@ -90,7 +102,7 @@ def plot_all(searches: Sequence[Search], out: Path) -> list[tuple[str, Path]]:
         images.append((f"Parallel coordinates: {search.label}", _plot_parallel(search, out / f"parallel_{index}.png")))
     images.append(
         (
-            "Hyperparameter importance (optuna fANOVA, first objective)",
+            f"Hyperparameter importance (optuna's {type(importance_evaluator()).__name__}, first objective)",
             _plot_importance(searches, out / "importance.png"),
         )
     )
