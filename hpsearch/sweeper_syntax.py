@@ -12,9 +12,10 @@ where hpsearch sends each parameter):
 ``range`` with a float anywhere       float in ``[a, b]`` stepped by ``s``
 ``shuffle(range(...))``               categorical over Hydra's range (``b`` left out), sorted
 ``choice(x, y, ...)``                 categorical
-any other value (``0.5``, ``abc``)    fixed
 ====================================  ==============================================================
 
+A plain value (``0.5``) is not a sweep and is an error: the sweeper would fix it, but in hpsearch a fixed
+value belongs under ``training:``, or in the space as ``{type: fixed, value: 0.5}``, where it reads as meant.
 Other tags are ignored, as the sweeper ignores them; a sweep it cannot translate (``glob``) is an error.
 """
 
@@ -40,7 +41,10 @@ def spec_from_sweep(name: str, text: str) -> dict[str, Any]:
             "write e.g. 'interval(0.0001, 0.1)' or 'choice(16, 32)'"
         ) from None
     if not override.is_sweep_override():
-        return {"type": "fixed", "value": value}
+        raise SearchSpaceError(
+            f"space.{name}: expected a mapping with a 'type' key or a Hydra sweep string, got {text!r}; "
+            f"write {{type: fixed, value: {text}}} for a fixed value, or a sweep such as 'choice({text})'"
+        )
     if isinstance(value, ChoiceSweep):
         return {"type": "categorical", "choices": list(value.list)}
     if isinstance(value, RangeSweep) and value.shuffle:  # Hydra's range (stop left out) as the choices

@@ -12,7 +12,7 @@ from support import compose_config, read_trials
 from hpsearch.app import run
 from hpsearch.backends.optuna.space import distribution
 from hpsearch.errors import SearchSpaceError
-from hpsearch.space import FixedParam, SearchSpace, parse_param
+from hpsearch.space import SearchSpace, parse_param
 
 AS_THE_SWEEPER_TRANSLATES = [
     ("choice(1, 2)", CategoricalDistribution([1, 2])),
@@ -38,10 +38,13 @@ def test_a_sweep_string_becomes_the_sweepers_own_distribution(sweep: str, expect
     assert translated == expected  # optuna's distributions are equal only with the same class and attributes
 
 
-@pytest.mark.parametrize(("value", "fixed"), [("0.5", 0.5), ("abc", "abc"), ("3", 3)])
-def test_a_plain_value_is_fixed(value: str, fixed: object) -> None:
-    param = parse_param("x", value)
-    assert isinstance(param, FixedParam) and param.value == fixed and type(param.value) is type(fixed)
+@pytest.mark.parametrize("value", ["0.5", "abc", "3"])
+def test_a_plain_string_is_not_a_sweep_and_names_the_fix(value: str) -> None:
+    with pytest.raises(SearchSpaceError) as raised:
+        parse_param("x", value)
+    message = str(raised.value)
+    assert message.startswith("space.x: expected a mapping with a 'type' key or a Hydra sweep string")
+    assert f"{{type: fixed, value: {value}}}" in message and "\n" not in message
 
 
 @pytest.mark.parametrize(
