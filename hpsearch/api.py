@@ -32,7 +32,17 @@ from hpsearch.space import SearchSpace
 from hpsearch.trials import TrialRecord
 
 # The CLI's keys a keyword may set directly; any other keyword is a setting of the backend (backend.KEY).
-CONFIG_KEYWORDS = ("n_trials", "seed", "study_name", "storage", "storage_dir", "max_failures", "save_best_model")
+CONFIG_KEYWORDS = (
+    "n_trials",
+    "seed",
+    "study_name",
+    "storage",
+    "storage_dir",
+    "max_failures",
+    "save_best_model",
+    "constraints",  # {name: "a * b <= 256"}
+    "warm_start",  # {"points": [...], "from": {...}}
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,8 @@ def search(
     ``objective``: a metric name (minimised if it is a loss, else maximised) or a list of
     ``{metric, direction}`` for a Pareto search. ``peft``: ``LoraConfig`` keys, or a ``LoraConfig``.
     ``workers``: worker processes, or ``"auto"`` to let hpsearch measure and pick them.
-    ``n_trials``, ``seed``, ``study_name``, ``storage``, ``storage_dir``, ``max_failures``, ``save_best_model``
-    are the CLI's keys; any other keyword must be a setting of ``backend`` (e.g. ``sampler="random"``).
+    ``n_trials``, ``seed``, ``study_name``, ``storage``, ``storage_dir``, ``max_failures``, ``save_best_model``,
+    ``constraints`` and ``warm_start`` are the CLI's keys; any other keyword must be a setting of ``backend`` (e.g. ``sampler="random"``).
     """
     import pandas as pd
 
@@ -98,7 +108,9 @@ def compose_search_config(
         cfg = compose(config_name="config", overrides=overrides)
     with open_dict(cfg):
         for key, value in keywords.items():
-            if key in CONFIG_KEYWORDS:
+            if key == "warm_start":
+                cfg.warm_start = {**plain(cfg.warm_start), **value}
+            elif key in CONFIG_KEYWORDS:
                 cfg[key] = value
             elif key in cfg.backend:
                 cfg.backend[key] = value
@@ -141,7 +153,13 @@ def _changed_arguments(args: Any) -> dict[str, Any]:
 
 def _space_config(space: Mapping[str, Any] | SearchSpace) -> dict[str, Any]:
     if isinstance(space, SearchSpace):
-        return {param.name: _param_config(param) for param in space}
+        conditions = {
+            name: {parent: list(values) for parent, values in when.items()} for name, when in space.conditions.items()
+        }
+        return {
+            p.name: {**_param_config(p), **({"when": conditions[p.name]} if p.name in conditions else {})}
+            for p in space
+        }
     SearchSpace.from_config(space)  # a bad range is one line naming the parameter
     return {str(name): dict(spec) if isinstance(spec, Mapping) else spec for name, spec in space.items()}
 

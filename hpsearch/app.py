@@ -53,6 +53,7 @@ from hpsearch.space import SearchSpace
 from hpsearch.tracking import get_tracker
 from hpsearch.tracking.base import Tracker
 from hpsearch.trials import SearchResult, TrialOutcome, TrialState, count_finished
+from hpsearch.warm_start import warm_start_points
 from hpsearch.workers import (
     Supervision,
     WorkerReport,
@@ -130,7 +131,7 @@ class Plan:
             check_top_level_key(str(key), known)
         rerun = bool(cfg.get("rerun"))
         n_trials = 1 if rerun else _integer(cfg, "n_trials", 1)
-        space = SearchSpace.from_config(plain(cfg.space))
+        space = SearchSpace.from_config(plain(cfg.space), plain(cfg.constraints) if cfg.get("constraints") else {})
         adapter = AdapterSettings.from_config(plain(cfg.peft) if "peft" in cfg else {})
         check_adapter_space(space, adapter)
         objectives = Objectives.from_config(plain(cfg.objective))
@@ -167,8 +168,10 @@ class Plan:
             run_dir=run_dir,
             settings=settings,
             workers=_workers(cfg),
-            definition=redacted({key: plain(cfg[key]) for key in DEFINING_KEYS}),
+            definition=redacted({key: plain(cfg[key]) if cfg.get(key) else {} for key in DEFINING_KEYS}),
         )
+        if not rerun and cfg.get("warm_start"):
+            job = dataclasses.replace(job, warm_start=warm_start_points(plain(cfg.warm_start), backend, job))
         return cls(
             cfg,
             backend,
@@ -453,6 +456,11 @@ def _write_rank_reports(run_dir: Path, reports: list[list[RankReport]]) -> None:
 
 
 def _conclude(result: SearchResult, failures: FailureBudget, job: SearchJob[Any]) -> SearchResult:
+    if failures.infeasible:
+        raise ConfigError(
+            f"constraints: {failures.infeasible_in_a_row} points in a row violated a parameter constraint (last: "
+            f"{failures.last_error}); loosen the constraint or narrow the space"
+        )
     if failures.exceeded:
         raise SearchAborted(
             f"max_failures: {failures.count} trials failed (max_failures={failures.limit}); last error: "

@@ -8,7 +8,7 @@ from typing import Any
 
 from hpsearch.errors import ConfigError
 
-DEFINING_KEYS = ("space", "objective", "model", "peft", "data")
+DEFINING_KEYS = ("space", "constraints", "objective", "model", "peft", "data")
 _MISSING = object()
 
 

@@ -24,22 +24,37 @@ Train = Callable[[Any, dict[str, Any]], TrialOutcome]  # (the backend's trial ha
 Listener = Callable[[TrialOutcome], None]
 
 
+INFEASIBLE_DRAWS = 50  # points in a row that violate a parameter constraint before a search gives up
+
+
 @dataclass
 class FailureBudget:
-    """Counts failed trials; a search stops once more than ``limit`` failed."""
+    """Counts failed trials; a search stops once more than ``limit`` failed. A point that violated a parameter
+    constraint was never trained and is drawn again; ``INFEASIBLE_DRAWS`` of them in a row stop the search."""
 
     limit: int
     count: int = 0
     last_error: str | None = None
+    infeasible_in_a_row: int = 0
 
     def __call__(self, outcome: TrialOutcome) -> None:
+        if outcome.never_trained:
+            self.infeasible_in_a_row += 1
+            self.last_error = outcome.error
+            return
+        self.infeasible_in_a_row = 0
         if outcome.state is TrialState.FAIL:
             self.count += 1
             self.last_error = outcome.error
 
     @property
+    def infeasible(self) -> bool:
+        """The sampler kept drawing infeasible points: the constraints leave (almost) nothing of the space."""
+        return self.infeasible_in_a_row >= INFEASIBLE_DRAWS
+
+    @property
     def exceeded(self) -> bool:
-        return self.count > self.limit
+        return self.count > self.limit or self.infeasible
 
 
 class TrialSource(ABC):
@@ -59,7 +74,8 @@ class TrialSource(ABC):
         """Ask the backend for one trial, ``train(handle, params)`` it, tell the backend the outcome, return it.
 
         - ``handle`` is the backend's own trial object; it comes back in ``report``.
-        - ``params`` holds a typed value for every parameter of the space.
+        - ``params`` holds a typed value for every active parameter of the space (``SearchSpace.cast`` of the
+          backend's assignment drops those whose ``when`` fails; a define-by-run library never draws them).
         - The outcome's state may be anything: a FAIL does not count towards ``n_trials``, and the loop asks
           again. Tell the backend a FAIL too, so that its store never keeps a trial RUNNING.
         - If ``train`` raises (Ctrl-C, SIGTERM, a config error found mid-trial), tell the backend that the trial

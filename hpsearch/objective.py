@@ -200,8 +200,8 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
 
 
 def pareto_front(trials: Sequence[TrialRecord], directions: Sequence[str]) -> list[TrialRecord]:
-    """The non-dominated completed trials."""
-    complete = [t for t in trials if t.is_complete]
+    """The non-dominated completed trials among the feasible ones."""
+    complete = [t for t in trials if t.is_complete and t.feasible]
     return [
         t for t in complete if not any(dominates(o.complete_values, t.complete_values, directions) for o in complete)
     ]
@@ -210,6 +210,10 @@ def pareto_front(trials: Sequence[TrialRecord], directions: Sequence[str]) -> li
 def best_trial(trials: Sequence[TrialRecord], objectives: Objectives) -> TrialRecord | None:
     best = None
     for trial in trials:
-        if trial.is_complete and objectives.is_better(trial.complete_values, best.complete_values if best else None):
+        if (
+            trial.is_complete
+            and trial.feasible
+            and objectives.is_better(trial.complete_values, best.complete_values if best else None)
+        ):
             best = trial
     return best

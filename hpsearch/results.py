@@ -100,7 +100,7 @@ def write_results(
             front = pareto_front(trials, objectives.directions)
         else:
             on_front = set(pareto_numbers)
-            front = [t for t in trials if t.number in on_front]
+            front = [t for t in trials if t.number in on_front and t.feasible]
         (run_dir / PARETO_JSON).write_text(
             json.dumps(
                 [

@@ -10,6 +10,13 @@ Config form (``conf/space/*.yaml``), one entry per parameter::
     num_train_epochs: {type: int, low: 1, high: 3}
     per_device_train_batch_size: {type: categorical, choices: [16, 32]}
     seed: {type: fixed, value: 42}
+    warmup_ratio: {type: float, low: 0.0, high: 0.2, when: {lr_scheduler_type: linear}}
+
+``when: {other: value}`` (or ``{other: [values]}``) makes a parameter conditional: it is active, sampled and
+trained with, only while ``other`` is active and takes one of those values; otherwise the trial has no value for
+it at all. optuna samples it define-by-run; a backend that cannot condition natively samples it and hpsearch
+drops it (``SearchSpace.active``). A condition on an unknown parameter, on a value the other can never take, or
+in a cycle is a config error.
 
 or a Hydra sweep string, translated as the hydra-optuna-sweeper does (``hpsearch/sweeper_syntax.py``)::
 
@@ -24,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpsearch.constraints import Constraint, parse_constraints
 from hpsearch.errors import SearchSpaceError
 from hpsearch.sweeper_syntax import spec_from_sweep
 
@@ -236,15 +244,109 @@ def parse_param(name: str, spec: Any) -> Param:
     return param
 
 
+def as_declared(param: Param, value: Any) -> Any:
+    """A value written in a config (``0`` for a float, ``2.0`` for an int) as the parameter's own type."""
+    if isinstance(param, FloatParam) and _is_number(value):
+        return float(value)
+    if isinstance(param, IntParam) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _without_condition(spec: Any) -> Any:
+    return {key: value for key, value in spec.items() if key != "when"} if isinstance(spec, Mapping) else spec
+
+
+Conditions = Mapping[str, Mapping[str, tuple[Any, ...]]]  # parameter: {parent: the parent's values that activate it}
+
+
+def _same(value: Any, other: Any) -> bool:
+    return type(value) is type(other) and bool(value == other)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     params: tuple[Param, ...]
+    conditions: Conditions = field(default_factory=dict)
+    constraints: tuple[Constraint, ...] = ()
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> SearchSpace:
+    def from_config(cls, config: Mapping[str, Any], constraints: Mapping[str, Any] | None = None) -> SearchSpace:
+        """The space of ``config`` (``cfg.space``), with the ``constraints`` of ``cfg.constraints``."""
         if not config:
             raise SearchSpaceError("space: the search space is empty; declare at least one parameter")
-        return cls(tuple(parse_param(str(name), spec) for name, spec in config.items()))
+        conditions = {
+            str(name): spec["when"] for name, spec in config.items() if isinstance(spec, Mapping) and "when" in spec
+        }
+        space = cls(tuple(parse_param(str(name), _without_condition(spec)) for name, spec in config.items()))
+        return cls(
+            space.params,
+            {name: space._condition(name, when) for name, when in conditions.items()},
+            parse_constraints(constraints or {}, space.names),
+        )._check_acyclic()
+
+    def _condition(self, name: str, when: Any) -> dict[str, tuple[Any, ...]]:
+        key = f"space.{name}.when"
+        if not isinstance(when, Mapping) or not when:
+            raise SearchSpaceError(f"{key}: expected a mapping such as {{other_parameter: value}}, got {when!r}")
+        condition = {}
+        for parent, allowed in when.items():
+            if parent not in self.names:
+                raise SearchSpaceError(f"{key}: {parent!r} is not a parameter of the space; known: {self.names}")
+            param = self[parent]
+            values = [as_declared(param, value) for value in (allowed if isinstance(allowed, list) else [allowed])]
+            for value in values:
+                if not param.admits(value):
+                    raise SearchSpaceError(
+                        f"{key}: space.{parent} can never be {value!r}; use values it takes ({param.extremes()})"
+                    )
+            condition[str(parent)] = tuple(values)
+        return condition
+
+    def _check_acyclic(self) -> SearchSpace:
+        self.in_sampling_order()
+        return self
+
+    def in_sampling_order(self) -> list[Param]:
+        """Every parameter after those its condition names (define-by-run samples parents first)."""
+        ordered: list[Param] = []
+        placed: set[str] = set()
+        remaining = list(self.params)
+        while remaining:
+            ready = [p for p in remaining if all(parent in placed for parent in self.conditions.get(p.name, {}))]
+            if not ready:
+                names = sorted(p.name for p in remaining)
+                raise SearchSpaceError(
+                    f"space.{names[0]}.when: the conditions of {names} form or hang on a cycle; break it"
+                )
+            ordered += ready
+            placed.update(p.name for p in ready)
+            remaining = [p for p in remaining if p.name not in placed]
+        return ordered
+
+    def is_active(self, name: str, values: Mapping[str, Any]) -> bool:
+        """Whether ``name``'s condition holds for ``values`` (parents chosen so far), transitively."""
+        return all(
+            parent in values
+            and self.is_active(parent, values)
+            and any(_same(values[parent], value) for value in allowed)
+            for parent, allowed in self.conditions.get(name, {}).items()
+        )
+
+    def active(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` without the parameters whose condition fails: what a trial trains with and records."""
+        return {name: value for name, value in values.items() if self.is_active(name, values)}
+
+    def constraint_values(self, values: Mapping[str, Any], on_outcome: bool = True) -> dict[Constraint, float]:
+        """Each constraint's value (its violation where > 0) for ``values``: the parameter constraints, and with
+        ``on_outcome`` the outcome ones too (``values`` then holds the trial's metrics)."""
+        found = {}
+        for constraint in self.constraints:
+            if on_outcome or not constraint.on_outcome:
+                violation = constraint.violation(values)
+                if violation is not None:
+                    found[constraint] = violation
+        return found
 
     def __iter__(self) -> Iterator[Param]:
         return iter(self.params)
@@ -264,11 +366,15 @@ class SearchSpace:
         return [param for param in self.params if not isinstance(param, FixedParam)]
 
     def cast(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Typed values for every parameter, fixed ones included, from a backend's raw assignment."""
-        missing = [param.name for param in self.tunable if param.name not in values]
+        """Typed values for every active parameter, fixed ones included, from a backend's raw assignment; an
+        inactive one is dropped, whether or not the backend sampled it."""
+        typed = {
+            p.name: p.cast(values.get(p.name)) for p in self.params if p.name in values or isinstance(p, FixedParam)
+        }
+        missing = [p.name for p in self.tunable if p.name not in values and self.is_active(p.name, typed)]
         if missing:
             raise SearchSpaceError(f"space: backend returned no value for {missing}")
-        return {param.name: param.cast(values.get(param.name)) for param in self.params}
+        return self.active(typed)
 
     def single_values(self) -> dict[str, Any]:
         """The parameters that can take one value only (fixed, one choice, ``low == high``), with that value."""
@@ -288,7 +394,9 @@ class SearchSpace:
         parameters with a single value (which some backends never store) are filled in, and a parameter the
         trial never received (it was stopped first) stays missing."""
         values = {**self.single_values(), **config}
-        return {param.name: param.cast(values[param.name]) for param in self.params if param.name in values}
+        return self.active(
+            {param.name: param.cast(values[param.name]) for param in self.params if param.name in values}
+        )
 
     def grid(self, key: str) -> dict[str, list[Any]]:
         """Every value of every tunable parameter, both ends included; ``key`` names the option needing it."""
@@ -332,5 +440,5 @@ class SearchSpace:
         return {param.name: largest(param) for param in self.params}
 
     def fixed(self, values: Mapping[str, Any]) -> SearchSpace:
-        """The same space with every parameter fixed to ``values`` (used to re-run a best trial)."""
-        return SearchSpace(tuple(FixedParam(param.name, values[param.name]) for param in self.params))
+        """The same space with every parameter of ``values`` fixed to its value (used to re-run a best trial)."""
+        return SearchSpace(tuple(FixedParam(p.name, values[p.name]) for p in self.params if p.name in values))

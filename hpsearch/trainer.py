@@ -28,7 +28,7 @@ from hpsearch.objective import Objectives
 from hpsearch.packing import DeviceShare, is_out_of_memory
 from hpsearch.space import SearchSpace
 from hpsearch.training import argument_fields
-from hpsearch.trials import RETRIED_METRIC, TrialOutcome, TrialPruned, TrialState
+from hpsearch.trials import INFEASIBLE, RETRIED_METRIC, TrialOutcome, TrialPruned, TrialState
 
 # (the backend's trial handle, the global step, that evaluation's metrics); may raise TrialPruned
 Reporter = Callable[[Any, int, dict[str, float]], None]
@@ -95,6 +95,9 @@ class SearchTrainer(Trainer):
         self._trial_params: dict[str, Any] | None = None  # the running trial's hyperparameters
         self._handle: Any = None  # the backend's own object for the running trial
         args = kwargs["args"]
+        # What an inactive (conditional) parameter trains with: the arguments' own value, whatever an earlier
+        # trial set
+        self._default_arguments = {name: getattr(args, name) for name in space.names if hasattr(args, name)}
         # The first model as Trainer builds one from model_init (after seeding), passed as a model: a Trainer
         # subclass need not take model_init (TRL's SFTTrainer does not). Each trial's train() builds its own.
         enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
@@ -130,7 +133,7 @@ class SearchTrainer(Trainer):
         if self._trial_params is None:
             return
         fields = argument_fields(type(self.args))
-        for name, value in self._trial_params.items():
+        for name, value in {**self._default_arguments, **self._trial_params}.items():
             if name in fields:
                 setattr(self.args, name, value)
         self._train_batch_size = self.args.train_batch_size
@@ -160,12 +163,21 @@ class SearchTrainer(Trainer):
             self.coordinator.decide(Message(Decision.CONTINUE))
 
     def run_trial(
-        self, params: Mapping[str, Any], handle: Any = None, resume_from_checkpoint: str | None = None
+        self,
+        params: Mapping[str, Any],
+        handle: Any = None,
+        resume_from_checkpoint: str | None = None,
+        constrained: bool = True,
     ) -> TrialOutcome:
         """Train one trial from typed values; its outcome, whether it completed, failed or was pruned.
 
-        In a packed worker (``workers=auto``), a trial that runs out of memory is trained once more, alone on its
-        device; its outcome then carries ``retried_out_of_memory``."""
+        A point that breaks a parameter constraint is failed untrained, unless ``constrained`` is false (the
+        ``workers=auto`` probe measures the space's most demanding point, feasible or not). In a packed worker, a
+        trial that runs out of memory is trained once more, alone on its device; its outcome then carries
+        ``retried_out_of_memory``."""
+        infeasible = self._infeasible(params) if constrained else None
+        if infeasible is not None:
+            return infeasible
         share = self.device_share
         if share is None:
             return self._train_trial(params, handle, resume_from_checkpoint)
@@ -182,6 +194,21 @@ class SearchTrainer(Trainer):
         error = outcome.error and f"{outcome.error} (also alone on its device)"
         metrics = {**outcome.metrics, RETRIED_METRIC: 1.0}
         self.latest_outcome = dataclasses.replace(outcome, metrics=metrics, error=error)
+        return self.latest_outcome
+
+    def _infeasible(self, params: Mapping[str, Any]) -> TrialOutcome | None:
+        """A point that violates a parameter constraint is failed here, never trained (``hpsearch.constraints``)."""
+        found = self.space.constraint_values(params, on_outcome=False)
+        violated = [constraint for constraint, value in found.items() if value > 0]
+        if not violated:
+            return None
+        self.latest_outcome = TrialOutcome(
+            state=TrialState.FAIL,
+            params=dict(params),
+            metrics={constraint.metric: value for constraint, value in found.items()},
+            duration_s=0.0,
+            error=INFEASIBLE + "; ".join(constraint.describe(params) for constraint in violated),
+        )
         return self.latest_outcome
 
     def _train_trial(
@@ -201,6 +228,8 @@ class SearchTrainer(Trainer):
             metrics = dict(self._chosen_metrics or self.evaluate())
             metrics.update(self._model_metrics())
             metrics.update(self.hpsearch_model_init.describe(self.accelerator.unwrap_model(self.model)))
+            found = self.space.constraint_values({**params, **metrics})
+            metrics.update({constraint.metric: value for constraint, value in found.items()})
             values = self.objectives.values(metrics)
             state = TrialState.COMPLETE
             if any(math.isnan(value) for value in values):
@@ -283,8 +312,9 @@ class SearchTrainer(Trainer):
         return {"wrapper": type(self.model_wrapped).__name__, "checksum": digest.hexdigest()[:16]}
 
     def _model_metrics(self) -> dict[str, float]:
-        """The model-side metrics an objective asks for, measured once per trial on one eval batch."""
-        wanted = self.objectives.model_metrics
+        """The model-side metrics an objective or a constraint asks for, measured once per trial on one eval batch."""
+        named = {name for constraint in self.space.constraints for name in constraint.metrics if name in MODEL_METRICS}
+        wanted = sorted({*self.objectives.model_metrics, *named})
         if not wanted:
             return {}
         if self._measured_model is None:

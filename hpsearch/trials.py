@@ -11,6 +11,8 @@ from typing import Any
 from hpsearch.model_metrics import MODEL_METRICS
 
 RETRIED_METRIC = "retried_out_of_memory"  # 1.0 for a trial that ran out of memory packed, then trained alone
+CONSTRAINT_PREFIX = "constraint_"  # constraint_<name>: a constraint's violation (zero or less: feasible)
+INFEASIBLE = "infeasible: "  # starts the error of a point that violates a parameter constraint (never trained)
 
 
 class TrialState(str, Enum):
@@ -57,6 +59,16 @@ class TrialOutcome:
         )
 
     @property
+    def feasible(self) -> bool:
+        """No constraint is violated (``hpsearch.constraints``): best and Pareto trials are feasible ones."""
+        return all(value <= 0 for name, value in self.metrics.items() if name.startswith(CONSTRAINT_PREFIX))
+
+    @property
+    def never_trained(self) -> bool:
+        """A point that violated a parameter constraint: failed before training, and no failure of training."""
+        return self.state is TrialState.FAIL and (self.error or "").startswith(INFEASIBLE)
+
+    @property
     def complete_values(self) -> list[float]:
         """The objective values, which only a COMPLETE trial has."""
         if self.values is None:
@@ -87,7 +99,7 @@ def count_finished(trials: Iterable[TrialOutcome]) -> int:
 
 def is_metric(name: str) -> bool:
     """Whether a reported name is a metric of the trial: an evaluation's ``eval_*`` or a model metric."""
-    return name.startswith("eval_") or name in MODEL_METRICS or name == RETRIED_METRIC
+    return name.startswith(("eval_", CONSTRAINT_PREFIX)) or name in MODEL_METRICS or name == RETRIED_METRIC
 
 
 def reported_metrics(reported: Mapping[str, Any]) -> dict[str, float]:

@@ -12,6 +12,7 @@ from support import assert_shared_search, read_trials, requires
 
 import hpsearch
 from hpsearch.errors import ConfigError
+from hpsearch.space import SearchSpace
 
 CI_DATA = {
     "source": "pkg:hpsearch/resources/rotten_tomatoes.csv.gz",
@@ -124,6 +125,29 @@ def test_a_rerun_of_the_same_call_resumes_its_study(tmp_path: Path) -> None:
     hpsearch.search(ci_trainer(tmp_path), n_trials=1, run_dir=tmp_path / "first", **call)
     result = hpsearch.search(ci_trainer(tmp_path), n_trials=2, run_dir=tmp_path / "second", **call)
     assert list(result.trials["number"]) == [0, 1]  # the first trial kept, one more trained
+
+
+def test_the_api_takes_conditions_constraints_and_warm_start_points(tmp_path: Path) -> None:
+    space = {
+        **CI_SPACE,
+        "hidden_dropout_prob": {**CI_SPACE["hidden_dropout_prob"], "when": {"per_device_train_batch_size": 16}},
+    }
+    result = hpsearch.search(
+        ci_trainer(tmp_path),
+        space=SearchSpace.from_config(space),  # a SearchSpace keeps its conditions too
+        objective="eval_loss",
+        n_trials=3,
+        storage_dir=str(tmp_path / "studies"),
+        run_dir=tmp_path / "run",
+        constraints={"small_steps": "learning_rate * per_device_train_batch_size <= 0.032"},
+        warm_start={"points": [{"learning_rate": 0.0005, "per_device_train_batch_size": 32}]},
+    )
+    trials = result.trials
+    first = trials.iloc[0]
+    assert (first["learning_rate"], first["per_device_train_batch_size"]) == (0.0005, 32)
+    assert trials["hidden_dropout_prob"].isna().tolist() == (trials["per_device_train_batch_size"] == 32).tolist()
+    trained = trials[trials["state"] == "COMPLETE"]
+    assert len(trained) == 3 and (trained["constraint_small_steps"] <= 0).all()
 
 
 @requires("peft")

@@ -114,6 +114,13 @@ BAD_INPUTS = [  # (overrides, the one stderr line, the documented exit code)
     (["trainer._target_=nope.Trainer"], "trainer._target_: cannot import 'nope.Trainer'"),
     (["+space.r={type:categorical,choices:[4,8]}"], "space.r: a LoRA adapter setting, but peft=none; add peft=lora"),
     (["peft=lora", "peft.target_modules=[query,nope]"], "peft.target_modules: 'nope' is not a module of the model"),
+    (["+constraints.c='learning_rate.real <= 1'"], "constraints.c: 'learning_rate.real <= 1' may hold numbers, names"),
+    (["+space.learning_rate.when={nope: 1}"], "space.learning_rate.when: 'nope' is not a parameter of the space"),
+    (
+        ["warm_start.points=[{learning_rate: 1.0}]"],
+        "warm_start.points[0].learning_rate=1.0: outside space.learning_rate",
+    ),
+    (["+warm_start.from.study_name=nope"], "warm_start.from.study_name=nope: backend=optuna holds no completed trial"),
 ]
 EXIT_CODES = {
     "storage=postgresql://u:pw@127.0.0.1:9/none": 3,

@@ -34,19 +34,48 @@ SPACE = SearchSpace.from_config(
         "seed": {"type": "fixed", "value": 7},
     }
 )
-N = 300
-
-
-# SigOpt draws from sigoptlite, SigOpt's own optimizer, installed with --no-deps (see .ci/run)
-@pytest.fixture(
-    params=[pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in sorted(BACKENDS)]
+CONDITIONAL = SearchSpace.from_config(
+    {
+        "optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
+        "momentum": {"type": "float", "low": 0.0, "high": 0.9, "when": {"optimizer": "sgd"}},
+        "scheduler": {"type": "categorical", "choices": ["linear", "cosine", "constant"]},
+        "warmup_ratio": {
+            "type": "float",
+            "low": 0.0,
+            "high": 0.2,
+            "step": 0.1,
+            "when": {"scheduler": ["linear", "cosine"]},
+        },
+        "warmup_floor": {"type": "int", "low": 0, "high": 2, "when": {"warmup_ratio": 0.0}},  # a chain of two
+    }
 )
+N = 300
+# SigOpt draws from sigoptlite, SigOpt's own optimizer, installed with --no-deps (see .ci/run)
+BACKEND_NAMES = [
+    pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in sorted(BACKENDS)
+]
+
+
+def draw(name: str, space: SearchSpace) -> list[dict[str, Any]]:
+    backend = get_backend(name)
+    assert isinstance(backend, SamplesNatively), f"backend={name} has no native sampler for the conformance suite"
+    return backend.sample(space, N, seed=3)
+
+
+@pytest.fixture(params=BACKEND_NAMES)
 def samples(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    backend = get_backend(request.param)
-    assert isinstance(backend, SamplesNatively), (
-        f"backend={request.param} has no native sampler for the conformance suite"
-    )
-    return backend.sample(SPACE, N, seed=3)
+    return draw(request.param, SPACE)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_an_inactive_parameter_never_reaches_the_trial_and_an_active_one_always_does(backend: str) -> None:
+    samples = draw(backend, CONDITIONAL)
+    for sample in samples:
+        assert ("momentum" in sample) == (sample["optimizer"] == "sgd"), sample
+        assert ("warmup_ratio" in sample) == (sample["scheduler"] != "constant"), sample
+        assert ("warmup_floor" in sample) == (sample.get("warmup_ratio") == 0.0), sample
+        assert all(CONDITIONAL[name].admits(value) for name, value in sample.items()), sample
+    assert {len(sample) for sample in samples} == {2, 3, 4, 5}  # every branch of the conditions is drawn
 
 
 def test_every_value_is_typed_in_bounds_on_step_and_a_declared_choice(samples: list[dict[str, Any]]) -> None:
@@ -113,3 +142,36 @@ def test_a_trainer_subclass_trains_every_trial_with_its_own_compute_loss(
     steps_per_trial = {16: 16, 32: 8}  # 256 examples, one epoch; plus one eval batch of 128
     expected = sum(steps_per_trial[int(row["per_device_train_batch_size"])] + 1 for row in rows)
     assert len(log.read_text().split()) == expected  # every step of both trials ran its compute_loss
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
+def test_warm_start_points_come_first_and_no_infeasible_or_inactive_value_is_trained(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
+) -> None:
+    """The trial path on every backend: conditions, a parameter constraint and warm-start points at once."""
+    search, env = random_search(backend)
+    done = cli(
+        "experiment=ci",
+        "n_trials=4",
+        "+space.hidden_dropout_prob.when={per_device_train_batch_size: 16}",
+        "+constraints.small_steps='learning_rate * per_device_train_batch_size <= 0.032'",
+        "warm_start.points=[{learning_rate: 0.0005, per_device_train_batch_size: 32}, {learning_rate: 0.0008}]",
+        *search,
+        timeout=400,
+        **env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_trials(tmp_path / "run")
+    first, second = rows[0], rows[1]
+    assert (float(first["learning_rate"]), first["per_device_train_batch_size"]) == (0.0005, "32"), first
+    assert float(second["learning_rate"]) == 0.0008, second  # partial: its batch size was sampled
+    trained = [row for row in rows if row["state"] == "COMPLETE"]
+    assert len(trained) == 4, rows
+    for row in trained:
+        assert float(row["learning_rate"]) * int(row["per_device_train_batch_size"]) <= 0.032, row
+        assert (row["hidden_dropout_prob"] != "") == (row["per_device_train_batch_size"] == "16"), row
+    for row in rows:
+        if row["state"] == "FAIL":  # never trained: the point broke the constraint (sigoptlite keeps no error)
+            assert float(row["learning_rate"]) * int(row["per_device_train_batch_size"]) > 0.032, row
+            assert row["error"].startswith("infeasible: constraints.small_steps: ") or backend == "sigopt", row

@@ -130,6 +130,29 @@ def test_ray_optuna_search_with_two_metrics(
     _check_front(tmp_path / "run", ACCURACY_VS_SIZE)
 
 
+def test_a_pareto_front_holds_feasible_trials_only(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """An outcome constraint on a reported metric: the smallest models, which the unconstrained front would
+    hold, break it, and pareto.json leaves them out (optuna's own ``best_trials`` and hpsearch's check)."""
+    done = cli(
+        "experiment=smoke_pareto",
+        "n_trials=6",
+        "data.train_size=256",
+        "data.eval_size=128",
+        "training.num_train_epochs=1",
+        "+constraints.big_enough='model_num_parameters >= 150000'",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_trials(tmp_path / "run")
+    infeasible = {int(row["number"]) for row in rows if float(row["constraint_big_enough"]) > 0}
+    assert infeasible == {int(r["number"]) for r in rows if float(r["objective.model_num_parameters"]) < 150000}
+    assert infeasible and len(infeasible) < len(rows), rows  # this seed draws both kinds
+    front = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert front and not {entry["trial"] for entry in front} & infeasible, front
+    assert all(entry["objectives"]["model_num_parameters"] >= 150000 for entry in front)
+
+
 def test_pruner_with_several_objectives_is_rejected(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     done = cli("experiment=smoke_pareto", "backend.pruner=median", "training.eval_strategy=steps")
     assert done.returncode == 2

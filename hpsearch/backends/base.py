@@ -11,7 +11,10 @@ through one lifecycle and never names a backend:
    and import the backend's package (``self.require``) for a one-line install hint.
 3. ``prepare(job)``: create or join the study in the backend's store. Called exactly once per search, before any
    trial, by the process that owns the search: the one process, rank zero under torchrun, or the ``workers=N``
-   launcher (its worker processes then join the prepared study without calling it).
+   launcher (its worker processes then join the prepared study without calling it). A new study also queues
+   ``job.warm_start``, points to train before any suggestion of the sampler (partial ones: the sampler fills in
+   the rest), natively where the library can; a library that cannot has its source train
+   ``hpsearch.warm_start.pending_points`` first.
 4. ``records(job)``: the orchestration counts the finished trials of a resumed study and starts the trial loop
    from them (``TrialLoop.start``); a study that already holds ``n_trials`` trains nothing.
 5. ``search(job, loop)``: by default ``loop.run(self.source(job))``. A backend implements ``source``, a
@@ -91,6 +94,7 @@ class SearchJob(Generic[SettingsT]):
     workers: int = 1  # processes training this search's trials at once on this machine
     workers_per_gpu: int | None = None  # workers=auto decided on GPUs: how many of them share each card
     definition: Mapping[str, Any] = field(default_factory=dict)  # what defines the study (hpsearch.definition)
+    warm_start: tuple[dict[str, Any], ...] = ()  # typed points a new study trains first (hpsearch.warm_start)
 
     @property
     def shared(self) -> bool:

@@ -20,7 +20,14 @@ int, step: s > 1           ``tune.qrandint(low, high, s)`` (inclusive for s > 1)
                            multiple of s; else ``tune.choice(range(low, high + 1, s))``
 categorical                ``tune.choice(choices)``
 fixed                      the value itself
+when: {other: values}      ``search_alg=optuna``: OptunaSearch's define-by-run space, optuna's own
+                           mapping, so an inactive parameter is never drawn; ``basic``: drawn, and
+                           dropped by hpsearch where the condition fails
 =========================  ===================================================================
+
+Constraints: a point that breaks a parameter constraint is an errored Ray trial, never trained (the search
+draws again, in a further experiment); outcome constraints are reported with each trial (``constraint_<name>``),
+and best and Pareto trials are feasible ones. ``warm_start`` points are the searcher's ``points_to_evaluate``.
 
 The experiment lives in ``<storage_dir>/ray/<study_name>`` (linked as ``<run_dir>/ray``), so rerunning the same
 command restores it and runs only the trials still missing (unfinished ones start again). A Ray experiment
@@ -35,6 +42,7 @@ schedule is rebased onto the new rate), and only parameters that act during trai
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -51,6 +59,7 @@ from hpsearch.objective import Objectives
 from hpsearch.settings import Settings
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
 from hpsearch.trials import TrialOutcome, TrialRecord, TrialState, count_finished, stored_trial
+from hpsearch.warm_start import pending_points
 
 if TYPE_CHECKING:
     from hpsearch.loop import TrialLoop
@@ -105,6 +114,29 @@ def domain(param: Param) -> Any:
 
 def param_space(space: SearchSpace) -> dict[str, Any]:
     return {param.name: domain(param) for param in space}
+
+
+def _told(job: SearchJob[RaySettings], earlier: list[TrialRecord]) -> list[TrialRecord]:
+    """The earlier trials OptunaSearch can be told: complete ones with a value for every parameter (Ray checks
+    each told point against its whole space)."""
+    return [r for r in earlier if r.is_complete and all(p.name in r.params for p in job.space.tunable)]
+
+
+def _defines_by_run(job: SearchJob[RaySettings], earlier: list[TrialRecord]) -> bool:
+    """OptunaSearch defines the space by run (optuna's own ``suggest``) for conditional parameters and partial
+    warm-start points; not once told earlier results, which Ray takes only with a space of distributions (a
+    conditional parameter is then drawn, and dropped)."""
+    wanted = bool(job.space.conditions) or bool(pending_points(job.warm_start, earlier))
+    return job.settings.search_alg == "optuna" and wanted and not _told(job, earlier)
+
+
+def _define_by_run(space: SearchSpace, trial: Any) -> dict[str, Any]:
+    """OptunaSearch's define-by-run space, for conditional parameters: optuna's own mapping suggests each active
+    parameter, parents first; the fixed values come back as Ray's constants."""
+    from hpsearch.backends.optuna.space import suggest
+
+    values = suggest(trial, space)
+    return {param.name: values[param.name] for param in space if isinstance(param, FixedParam) and param.name in values}
 
 
 @dataclass
@@ -215,26 +247,34 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
 
     def _search_alg(self, job: SearchJob[RaySettings], earlier: list[TrialRecord]) -> Any:
         """A fresh search algorithm; after ``earlier`` trials, reseeded so it does not replay their draws, and
-        OptunaSearch told their results (Ray's random variants learn from none)."""
+        OptunaSearch told their results (Ray's random variants learn from none). The warm-start points not yet
+        trained come first, as ``points_to_evaluate``."""
         seed = job.seed + len(earlier)
+        warm = pending_points(job.warm_start, earlier)
         if job.settings.search_alg == "basic":
             from ray.tune.search.basic_variant import BasicVariantGenerator
 
-            return BasicVariantGenerator(random_state=seed)
+            return BasicVariantGenerator(random_state=seed, points_to_evaluate=warm or None)
         from ray.tune.search.optuna import OptunaSearch
 
-        complete = [record for record in earlier if record.is_complete]
-        told: dict[str, Any] = {}
-        if complete:
-            told["points_to_evaluate"] = [dict(record.params) for record in complete]
-            told["evaluated_rewards"] = [
+        options: dict[str, Any] = {"seed": seed}
+        if complete := _told(job, earlier):  # rewards for every point or none: untried warm ones are left out
+            options["points_to_evaluate"] = [dict(record.params) for record in complete]
+            options["evaluated_rewards"] = [
                 record.complete_values[0] if not job.objectives.is_multi else list(record.complete_values)
                 for record in complete
             ]
+        elif warm:
+            options["points_to_evaluate"] = warm
         names, modes = job.objectives.names, [MODES[d] for d in job.objectives.directions]
+        by_run = _defines_by_run(job, earlier)
+        if by_run:  # Tune then hands the searcher no space, nor its metric and mode
+            options["space"] = functools.partial(_define_by_run, job.space)
         if job.objectives.is_multi:
-            return OptunaSearch(metric=names, mode=modes, seed=seed, **told)
-        return OptunaSearch(seed=seed, **told)
+            options.update(metric=names, mode=modes)
+        elif by_run:
+            options.update(metric=names[0], mode=modes[0])
+        return OptunaSearch(**options)
 
     @contextmanager
     def _ray_runtime(self, settings: RaySettings) -> Iterator[None]:
@@ -356,7 +396,7 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         single = not job.objectives.is_multi
         return tune.Tuner(
             trainable,
-            param_space=param_space(job.space),
+            param_space=self._param_space(job, earlier),
             tune_config=tune.TuneConfig(
                 metric=job.objectives.names[0] if single else None,
                 mode=MODES[job.objectives.directions[0]] if single else None,
@@ -375,6 +415,10 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             ),
         )
 
+    def _param_space(self, job: SearchJob[RaySettings], earlier: list[TrialRecord]) -> dict[str, Any]:
+        """Tune's search space; none where OptunaSearch defines the space by run (``_define_by_run``)."""
+        return {} if _defines_by_run(job, earlier) else param_space(job.space)
+
     def records(self, job: SearchJob[RaySettings]) -> list[TrialRecord]:
         """Read back from the experiments' files, in the order Ray created the trials."""
         return self._records(job, self._experiments(job))
@@ -383,7 +427,11 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         from ray.tune import ExperimentAnalysis
 
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # trials yet to report
-        trials = [trial for experiment in experiments for trial in ExperimentAnalysis(str(experiment)).trials]
+        trials = [
+            trial
+            for experiment in experiments
+            for trial in sorted(ExperimentAnalysis(str(experiment)).trials, key=_creation_order)
+        ]
         return [_trial_record(number, trial, job) for number, trial in enumerate(trials)]
 
     def sample(self, space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
@@ -442,6 +490,13 @@ def _trial_record(
         key=trial.trial_id,
         finished_at=metrics.get("timestamp"),
     )
+
+
+def _creation_order(trial: Any) -> int:
+    """ExperimentAnalysis lists an experiment's trials in no set order; Tune starts each trial's tag with a
+    counter (``3_learning_rate=...``), whatever made its id (a searcher's ids are random)."""
+    counter = str(trial.experiment_tag).split("_", 1)[0]
+    return int(counter) if counter.isdigit() else 0
 
 
 def _error_line(trial: Any) -> str | None:

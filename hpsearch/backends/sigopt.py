@@ -21,7 +21,16 @@ categorical                ``{type: categorical, categorical_values: [str(c), ..
                            with strings, cast back to the declared choice (``"32"`` -> 32, ``"None"`` -> None)
 fixed, low == high,        not sent (SigOpt needs min < max and two or more categories); the value
 one choice                 joins every assignment
+
+when: {other: values}      sampled always (the Core API sends no conditions); hpsearch drops it where the
+                           condition fails, so the trial neither trains with it nor records it
 =========================  ====================================================================
+
+Constraints: each outcome constraint is a SigOpt constraint metric (``strategy: constraint``, minimised,
+``threshold: 0``), reported with every completed observation, so SigOpt's optimizer learns the feasible region;
+a point that breaks a parameter constraint is a failed observation, which SigOpt avoids. Warm start: each point
+is a suggestion created with those assignments (sigoptlite, which ignores given assignments, records it as an
+observation with them); a partial point takes its other values from a suggestion of SigOpt's own.
 
 ``observation_budget`` is ``n_trials``; each objective is one SigOpt metric, so several objectives make a
 multi-metric experiment whose Pareto front comes from ``best_assignments``. The experiment id is kept in
@@ -42,7 +51,8 @@ from hpsearch.loop import Train, TrialSource
 from hpsearch.objective import Objectives
 from hpsearch.settings import Settings
 from hpsearch.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, SearchSpace
-from hpsearch.trials import TrialOutcome, TrialRecord, TrialState, stored_trial
+from hpsearch.trials import CONSTRAINT_PREFIX, TrialOutcome, TrialRecord, TrialState, stored_trial
+from hpsearch.warm_start import pending_points
 
 TOKEN_ENV = "SIGOPT_API_TOKEN"
 EXPERIMENT_ID = "experiment_id"
@@ -81,6 +91,23 @@ def typed_assignments(space: SearchSpace, assignments: Mapping[str, Any]) -> dic
 
 def native_parameters(space: SearchSpace) -> list[dict[str, Any]]:
     return [native for native in map(native_parameter, space) if native is not None]
+
+
+def native_assignments(space: SearchSpace, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed values as SigOpt assignments: the parameters SigOpt is asked about, categories as strings."""
+    return {
+        param.name: str(values[param.name]) if isinstance(param, CategoricalParam) else values[param.name]
+        for param in space
+        if param.name in values and native_parameter(param) is not None
+    }
+
+
+def native_metrics(job: SearchJob[Any]) -> list[dict[str, Any]]:
+    """One metric per objective, and one constraint metric per outcome constraint (feasible at or below 0)."""
+    outcome = [constraint.metric for constraint in job.space.constraints if constraint.on_outcome]
+    return [{"name": o.metric, "objective": o.direction} for o in job.objectives.items] + [
+        {"name": name, "objective": "minimize", "strategy": "constraint", "threshold": 0.0} for name in outcome
+    ]
 
 
 @dataclass(frozen=True)
@@ -175,7 +202,7 @@ class SigOptBackend(Backend[SigOptSettings], RemembersRemoteStudy[SigOptSettings
                 name=job.study_name,
                 type="offline",
                 parameters=native_parameters(job.space),
-                metrics=[{"name": o.metric, "objective": o.direction} for o in job.objectives.items],
+                metrics=native_metrics(job),
                 observation_budget=job.n_trials,
                 parallel_bandwidth=job.workers,
             ),
@@ -216,12 +243,13 @@ class SigOptBackend(Backend[SigOptSettings], RemembersRemoteStudy[SigOptSettings
         for number, observation in enumerate(self._observations(connection, job, experiment_id)):
             metadata = dict(observation.metadata or {})
             by_name = {value.name: value.value for value in observation.values or []}
+            constraints = {name: value for name, value in by_name.items() if name.startswith(CONSTRAINT_PREFIX)}
             records.append(
                 stored_trial(
                     number=number,
                     state=TrialState.FAIL if observation.failed else TrialState.COMPLETE,
                     params=typed_assignments(job.space, observation.assignments),
-                    reported=metadata,
+                    reported={**metadata, **constraints},
                     values=None if observation.failed else [by_name[name] for name in job.objectives.names],
                     duration_s=metadata.get("duration_s"),
                     error=metadata.get("error"),
@@ -294,18 +322,31 @@ class ExperimentSource(TrialSource):
         if job.settings.driver == "lite":  # without a fresh seed, the same point again and again
             job.seed_global_generators(len(self._observations()))
         suggestion = self.backend._call(job, lambda: self.experiment.suggestions().create())
-        outcome = train(suggestion, typed_assignments(job.space, suggestion.assignments))
+        assignments, observed = suggestion.assignments, {"suggestion": suggestion.id}
+        warm = pending_points(job.warm_start, self.backend.records(job)) if job.warm_start else []
+        if warm:  # SigOpt's own suggestion fills in what the point leaves out
+            assignments = {**suggestion.assignments, **native_assignments(job.space, warm[0])}
+            observed = self._given(suggestion, assignments)
+        outcome = train(suggestion, typed_assignments(job.space, assignments))
         metadata: dict[str, Any] = {**outcome.metrics, "duration_s": round(outcome.duration_s or 0.0, 3)}
         if outcome.state is TrialState.COMPLETE:
-            report: dict[str, Any] = {
-                "values": [
-                    {"name": n, "value": v} for n, v in zip(job.objectives.names, outcome.complete_values, strict=True)
-                ]
-            }
+            values = dict(zip(job.objectives.names, outcome.complete_values, strict=True))
+            # a constraint on a parameter this trial left inactive holds: at the threshold
+            values.update({c.metric: outcome.metrics.get(c.metric, 0.0) for c in job.space.constraints if c.on_outcome})
+            report: dict[str, Any] = {"values": [{"name": n, "value": v} for n, v in values.items()]}
         else:
             report = {"failed": True}
             metadata["error"] = (outcome.error or "")[:400]
         if job.settings.driver != "lite":  # sigoptlite has no observation metadata
             report["metadata"] = metadata
-        self.backend._call(job, lambda: self.experiment.observations().create(suggestion=suggestion.id, **report))
+        self.backend._call(job, lambda: self.experiment.observations().create(**observed, **report))
         return outcome
+
+    def _given(self, suggestion: Any, assignments: dict[str, Any]) -> dict[str, Any]:
+        """How the observation of a warm-start point names it: a suggestion created with its assignments (SigOpt
+        closes the one it drew), or, with sigoptlite, which serves only its own, the assignments themselves."""
+        if self.job.settings.driver == "lite":
+            return {"assignments": assignments}
+        given = self.backend._call(self.job, lambda: self.experiment.suggestions().create(assignments=assignments))
+        self.backend._call(self.job, lambda: self.experiment.suggestions(suggestion.id).delete())
+        return {"suggestion": given.id}

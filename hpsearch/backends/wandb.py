@@ -21,7 +21,15 @@ int, log: true             ``{distribution: q_log_uniform_values, min, max, q: 1
 int, step: s > 1           ``{values: [low, low+s, ..., high]}``
 categorical                ``{values: choices}``
 fixed                      ``{value: v}``
+when: {other: values}      sampled always (sweeps have no conditions); where the condition fails
+                           hpsearch drops it: not trained with, left out of the trial's records,
+                           and named in the run summary's ``hpsearch/inactive``
 =========================  ===================================================================
+
+Constraints: a point that breaks a parameter constraint is a failed run, never trained; outcome constraints
+are logged with each run (``constraint_<name>``), and best and Pareto trials are feasible ones. A sweep cannot
+queue a point, so hpsearch trains each ``warm_start`` point itself, as a run of the sweep, before the sweep's
+own suggestions (W&B's engine draws what a partial point leaves out).
 
 With ``WANDB_MODE=offline`` and no ``WANDB_BASE_URL``, nothing touches the network: W&B's own sweep engine
 (the ``sweeps`` package a W&B server runs) suggests each trial in this process, from the runs already written,
@@ -70,6 +78,7 @@ from hpsearch.tracking.wandb import (
     tag_runs,
 )
 from hpsearch.trials import SearchResult, TrialOutcome, TrialRecord, TrialState, stored_trial
+from hpsearch.warm_start import pending_points
 
 METHODS = ("random", "grid", "bayes")
 
@@ -120,7 +129,8 @@ def sweep_config(
 
 
 SWEEP_ID = "sweep_id"
-LOCAL_SWEEP_KEY = "hpsearch/local_sweep"  # run summary key: the local sweep a run belongs to
+INACTIVE_KEY = "hpsearch/inactive"  # run summary key: the sampled parameters whose condition failed
+LOCAL_SWEEP_KEY = "hpsearch/local_sweep"  # run summary key: the sweep of a run hpsearch started itself, not an agent
 
 
 class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], SamplesNatively):
@@ -282,6 +292,8 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
 class SweepSource(TrialSource):
     """A W&B sweep as a ``TrialSource``: one ``wandb.agent(count=1)`` call per trial, one run per trial."""
 
+    joins_sweep_by_environment = True  # a run hpsearch starts itself joins the server's sweep: WANDB_SWEEP_ID
+
     def __init__(self, backend: WandbBackend, job: SearchJob[WandbSettings], wandb: Any, sweep_id: str) -> None:
         self.backend = backend
         self.job = job
@@ -294,6 +306,9 @@ class SweepSource(TrialSource):
 
     def next(self, train: Train) -> TrialOutcome | None:
         job, box = self.job, dict[str, Any]()
+        warm = self._pending_points()
+        if warm:  # W&B has no way to queue a point: hpsearch runs it itself, as a run of the sweep
+            return self._own_run(train, self._filled(warm[0]), warm[0])
         try:
             self.wandb.agent(
                 self.sweep_id,
@@ -312,12 +327,50 @@ class SweepSource(TrialSource):
             raise box["error"]
         return box.get("outcome")  # none: the sweep handed out no run (a grid ran out)
 
+    def _pending_points(self) -> list[dict[str, Any]]:
+        return pending_points(self.job.warm_start, self.backend.records(self.job)) if self.job.warm_start else []
+
+    def _filled(self, point: dict[str, Any]) -> dict[str, Any]:
+        """A warm-start point, its missing parameters drawn at random by W&B's own sweep engine."""
+        job = self.job
+        if all(name in point or not job.space.is_active(name, point) for name in job.space.names):
+            return job.space.cast({**job.space.single_values(), **point})
+        sweeps = require("sweeps", "warm_start with a partial point on backend=wandb", "sweeps", "wandb")
+        job.seed_global_generators(len(self.backend.records(job)))
+        drawn = sweeps.next_run(sweep_config(job.space, job.objectives, "random"), [])
+        return job.space.cast({**{name: entry["value"] for name, entry in drawn.config.items()}, **point})
+
+    def _own_run(self, train: Train, params: dict[str, Any], sampled: Mapping[str, Any]) -> TrialOutcome:
+        """One trial in a run hpsearch starts itself, not an agent, recorded in the same sweep: W&B's server
+        attaches it through ``WANDB_SWEEP_ID``, and the offline files name the sweep in the run summary."""
+        job = self.job
+        if self.joins_sweep_by_environment:
+            os.environ["WANDB_SWEEP_ID"] = self.sweep_id.split("/")[-1]
+        try:
+            run = self.wandb.init(
+                group=job.study_name,
+                job_type="trial",
+                tags=[job.study_name],
+                config=params,
+                dir=str(self.folder),
+                reinit="create_new",
+            )
+        finally:
+            os.environ.pop("WANDB_SWEEP_ID", None)
+        run.summary[LOCAL_SWEEP_KEY] = self.sweep_id
+        _note_inactive(run, job.space, sampled, params)
+        with OpenRun.opened(self.folder, run.id, params, self.sweep_id):
+            outcome = train(run, params)
+            log_outcome(run, outcome, job.objectives)
+        return outcome
+
     def _trial(self, train: Train, box: dict[str, Any]) -> None:
         """Runs inside the agent: one W&B run, one training trial. Errors go back through ``box``."""
         job = self.job
         try:
             run = self.wandb.init(group=job.study_name, job_type="trial", tags=[job.study_name], dir=str(self.folder))
             params = job.space.cast(dict(run.config))
+            _note_inactive(run, job.space, dict(run.config), params)
             with OpenRun.opened(self.folder, run.id, params):
                 outcome = train(run, params)
                 log_outcome(run, outcome, job.objectives)
@@ -329,6 +382,8 @@ class SweepSource(TrialSource):
 class LocalSweepSource(SweepSource):
     """W&B's own sweep engine in this process, for offline sweeps without a server; one offline run per trial."""
 
+    joins_sweep_by_environment = False  # no server: the run summary names the sweep
+
     def __init__(self, backend: WandbBackend, job: SearchJob[WandbSettings], wandb: Any, sweep_id: str) -> None:
         super().__init__(backend, job, wandb, sweep_id)
         self.sweeps = require(
@@ -338,25 +393,16 @@ class LocalSweepSource(SweepSource):
 
     def next(self, train: Train) -> TrialOutcome | None:
         job = self.job
-        runs = [self._sweep_run(record) for record in self.backend.records(job)]
+        records = self.backend.records(job)
+        runs = [self._sweep_run(record) for record in records]
         job.seed_global_generators(len(runs))
         suggestion = self.sweeps.next_run(self.config, runs)
         if suggestion is None:  # a grid ran out
             return None
-        params = job.space.cast({name: entry["value"] for name, entry in suggestion.config.items()})
-        run = self.wandb.init(
-            group=job.study_name,
-            job_type="trial",
-            tags=[job.study_name],
-            config=params,
-            dir=str(self.folder),
-            reinit="create_new",
-        )
-        run.summary[LOCAL_SWEEP_KEY] = self.sweep_id
-        with OpenRun.opened(self.folder, run.id, params, self.sweep_id):
-            outcome = train(run, params)
-            log_outcome(run, outcome, job.objectives)
-        return outcome
+        drawn = {name: entry["value"] for name, entry in suggestion.config.items()}
+        warm = pending_points(job.warm_start, records)  # first: the engine's draw fills in what a point leaves out
+        sampled = {**drawn, **(warm[0] if warm else {})}
+        return self._own_run(train, job.space.cast(sampled), sampled)
 
     def _sweep_run(self, record: TrialRecord) -> Any:
         """A finished trial as the engine sees a run: its config and its objective in the summary."""
@@ -405,6 +451,14 @@ class OpenRun:
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _note_inactive(run: Any, space: SearchSpace, sampled: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """W&B sweeps have no conditions: a parameter the sweep drew but whose ``when`` failed was not trained with,
+    and the run summary says so (``hpsearch/inactive``); the trial's records leave it out."""
+    inactive = sorted(name for name in sampled if name in space.names and name not in params)
+    if inactive:
+        run.summary[INACTIVE_KEY] = inactive
 
 
 def _local_engine() -> bool:

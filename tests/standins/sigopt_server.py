@@ -63,9 +63,10 @@ class SigOptStandIn(StandInServer):
         count = len(self.observations[experiment["id"]])
         return {**experiment, "progress": {"object": "progress", "observation_count": count}}
 
-    def suggest(self, experiment_id: str) -> dict[str, Any]:
+    def suggest(self, experiment_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A drawn suggestion, or, as SigOpt's API does, one with the ``assignments`` the request gives."""
         experiment = self.experiments[experiment_id]
-        assignments = {p["name"]: self._draw(p) for p in experiment["parameters"]}
+        assignments = body.get("assignments") or {p["name"]: self._draw(p) for p in experiment["parameters"]}
         suggestion = {
             "object": "suggestion",
             "id": str(next(self._ids)),
@@ -116,10 +117,22 @@ class SigOptStandIn(StandInServer):
         return HTTPStatus.OK, observation
 
     def best_assignments(self, experiment_id: str) -> list[dict[str, Any]]:
-        """The best observation, or the Pareto front of a multi-metric experiment."""
-        metrics = self.experiments[experiment_id]["metrics"]
+        """The best observation, or the Pareto front of a multi-metric experiment, among the observations that
+        meet every constraint metric's threshold (SigOpt's own rule)."""
+        metrics = [m for m in self.experiments[experiment_id]["metrics"] if m["strategy"] == "optimize"]
+        limits = [m for m in self.experiments[experiment_id]["metrics"] if m["strategy"] == "constraint"]
         signs = {m["name"]: 1.0 if m.get("objective", "maximize") == "maximize" else -1.0 for m in metrics}
-        done = [o for o in self.observations[experiment_id] if not o["failed"]]
+
+        def feasible(observation: dict[str, Any]) -> bool:
+            by_name = {v["name"]: v["value"] for v in observation["values"]}
+            return all(
+                by_name[m["name"]] <= m["threshold"]
+                if m.get("objective") == "minimize"
+                else by_name[m["name"]] >= m["threshold"]
+                for m in limits
+            )
+
+        done = [o for o in self.observations[experiment_id] if not o["failed"] and feasible(o)]
 
         def score(observation: dict[str, Any]) -> list[float]:
             by_name = {v["name"]: v["value"] for v in observation["values"]}
@@ -136,9 +149,9 @@ class SigOptStandIn(StandInServer):
             for o in front
         ]
 
-    def delete_open_suggestions(self, experiment_id: str) -> tuple[int, None]:
+    def delete_open_suggestions(self, experiment_id: str, suggestion_id: str | None) -> tuple[int, None]:
         for suggestion in self.suggestions.values():
-            if suggestion["experiment"] == experiment_id:
+            if suggestion["experiment"] == experiment_id and suggestion_id in (None, suggestion["id"]):
                 suggestion["state"] = "closed"
         return HTTPStatus.NO_CONTENT, None
 
@@ -192,14 +205,14 @@ class SigOptStandIn(StandInServer):
     def _route(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         if method == "POST" and path == "/v1/experiments":
             return self.create_experiment(body)
-        match = re.fullmatch(r"/v1/experiments/(\w+)(?:/(\w+))?", path)
+        match = re.fullmatch(r"/v1/experiments/(\w+)(?:/(\w+))?(?:/(\w+))?", path)
         if not match or match.group(1) not in self.experiments:
             return HTTPStatus.NOT_FOUND, {"message": f"no such resource {path}"}
-        experiment_id, resource = match.groups()
+        experiment_id, resource, item = match.groups()
         routes = {
             ("GET", None): lambda: (HTTPStatus.OK, self._with_progress(self.experiments[experiment_id])),
-            ("POST", "suggestions"): lambda: (HTTPStatus.OK, self.suggest(experiment_id)),
-            ("DELETE", "suggestions"): lambda: self.delete_open_suggestions(experiment_id),
+            ("POST", "suggestions"): lambda: (HTTPStatus.OK, self.suggest(experiment_id, body)),
+            ("DELETE", "suggestions"): lambda: self.delete_open_suggestions(experiment_id, item),
             ("POST", "observations"): lambda: self.observe(experiment_id, body),
             ("GET", "observations"): lambda: (HTTPStatus.OK, _page(self.observations[experiment_id])),
             ("GET", "best_assignments"): lambda: (HTTPStatus.OK, _page(self.best_assignments(experiment_id))),

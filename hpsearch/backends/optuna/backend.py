@@ -102,8 +102,13 @@ class OptunaBackend(Backend[OptunaSettings], SamplesNatively):
             require_in_training_eval(f"backend.pruner={settings.pruner}", training, "pruning")
 
     def prepare(self, job: SearchJob[OptunaSettings]) -> None:
+        """Create or join the study; a new one queues the warm-start points (``enqueue_trial``: a partial point's
+        other parameters are sampled, and each is asked before any sampled trial)."""
         study = open_study(job, self._storage(job))
         study.set_user_attr(METHOD_ATTR, self.method(job.settings))
+        if not study.trials:
+            for point in job.warm_start:
+                study.enqueue_trial(point, skip_if_exists=True)
 
     def stored_definition(self, job: SearchJob[OptunaSettings]) -> dict[str, Any] | None:
         """Kept in the study itself, so that every machine sharing its storage checks against it."""

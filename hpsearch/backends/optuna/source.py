@@ -23,7 +23,7 @@ from hpsearch.backends.base import SearchJob
 from hpsearch.backends.optuna.space import suggest
 from hpsearch.backends.optuna.study import WORKER_HOST, WORKER_PID, WORKER_PID_NAMESPACE, experimental_quiet
 from hpsearch.loop import Train, TrialSource
-from hpsearch.trials import TrialOutcome, TrialPruned, TrialState
+from hpsearch.trials import CONSTRAINT_PREFIX, TrialOutcome, TrialPruned, TrialState
 
 if TYPE_CHECKING:
     import optuna
@@ -206,8 +206,11 @@ def _process_exists(pid: int) -> bool:
 
 
 def _store(trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    """Each eval metric as its own user attribute, where optuna-dashboard shows it."""
+    """Each eval metric as its own user attribute, where optuna-dashboard shows it; each constraint's value also
+    as optuna's own constraint, which its samplers and ``best_trials`` read."""
     for name, value in outcome.metrics.items():
         trial.set_user_attr(name, value)
+        if name.startswith(CONSTRAINT_PREFIX):
+            trial.set_constraint(name.removeprefix(CONSTRAINT_PREFIX), value)
     if outcome.error:
         trial.set_user_attr("error", outcome.error)

@@ -10,7 +10,11 @@ int [low, high], step: s   ``IntDistribution(low, high, step=s)``: high is inclu
 int, log: true             ``IntDistribution(low, high, log=True)``
 categorical                ``CategoricalDistribution(choices)``
 fixed                      not sampled; its value joins every trial
+when: {other: values}      define-by-run: suggested only once ``other`` took one of them
 =========================  ===========================================================
+
+Constraints: each trial's ``constraint_<name>`` values go to ``Trial.set_constraint``, which optuna 5's
+samplers (TPE, NSGA-II, GP) read to prefer feasible points, and which ``Study.best_trials`` respects.
 
 The grid sampler enumerates categorical choices, int ranges and stepped float ranges, both ends included.
 """
@@ -39,11 +43,14 @@ def distribution(param: Param) -> optuna.distributions.BaseDistribution | None:
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
-    """Typed values for every parameter of ``space``; suggesting twice in one trial is idempotent."""
+    """Typed values for every active parameter of ``space``, parents first (define-by-run: an inactive one is
+    never suggested); suggesting twice in one trial is idempotent."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     values: dict[str, Any] = {}
-    for param in space:
+    for param in space.in_sampling_order():
+        if not space.is_active(param.name, values):
+            continue
         native = distribution(param)
         if native is None:
             assert isinstance(param, FixedParam)
