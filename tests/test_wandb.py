@@ -91,6 +91,30 @@ def test_sweep_runs_one_wandb_run_per_trial_and_reads_results_back(
     assert _tags(tmp_path / "run" / "wandb")[best_run] == ["best", "ci"]
 
 
+def test_warm_start_points_are_the_served_sweeps_first_runs(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn
+) -> None:
+    """A sweep cannot queue a point: hpsearch trains each one itself, as a run that joins the sweep, and the
+    server's own suggestions come after."""
+    done = cli(
+        "experiment=ci",
+        "backend=wandb",
+        "backend.method=random",
+        "n_trials=3",
+        "warm_start.points=[{learning_rate: 0.0005, per_device_train_batch_size: 32}, {learning_rate: 0.0008}]",
+        **wandb_env(wandb_server),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ((sweep_name, _),) = wandb_server.sweeps.items()
+    assert len(wandb_server.issued[sweep_name]) == 1  # the third trial only
+    runs = sorted(_trial_runs(tmp_path / "run" / "wandb"), key=lambda run: run.summary["_timestamp"])
+    assert [run.sweep_id for run in runs] == [sweep_name] * 3  # the sweep_id setting: the server counts them in
+    assert (runs[0].config["learning_rate"], runs[0].config["per_device_train_batch_size"]) == (0.0005, 32)
+    assert runs[1].config["learning_rate"] == 0.0008 and "hidden_dropout_prob" in runs[1].config  # filled in
+    rows = read_trials(tmp_path / "run")
+    assert [float(row["learning_rate"]) for row in rows[:2]] == [0.0005, 0.0008]
+
+
 @pytest.mark.slow
 def test_rerun_joins_the_same_sweep(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, wandb_server: WandbStandIn

@@ -292,7 +292,7 @@ class WandbBackend(Backend[WandbSettings], RemembersRemoteStudy[WandbSettings], 
 class SweepSource(TrialSource):
     """A W&B sweep as a ``TrialSource``: one ``wandb.agent(count=1)`` call per trial, one run per trial."""
 
-    joins_sweep_by_environment = True  # a run hpsearch starts itself joins the server's sweep: WANDB_SWEEP_ID
+    joins_server = True  # a run hpsearch starts itself joins the server's sweep (the run's ``sweep_id`` setting)
 
     def __init__(self, backend: WandbBackend, job: SearchJob[WandbSettings], wandb: Any, sweep_id: str) -> None:
         self.backend = backend
@@ -342,21 +342,18 @@ class SweepSource(TrialSource):
 
     def _own_run(self, train: Train, params: dict[str, Any], sampled: Mapping[str, Any]) -> TrialOutcome:
         """One trial in a run hpsearch starts itself, not an agent, recorded in the same sweep: W&B's server
-        attaches it through ``WANDB_SWEEP_ID``, and the offline files name the sweep in the run summary."""
+        attaches it by the run's ``sweep_id`` setting, and the run summary names the sweep too."""
         job = self.job
-        if self.joins_sweep_by_environment:
-            os.environ["WANDB_SWEEP_ID"] = self.sweep_id.split("/")[-1]
-        try:
-            run = self.wandb.init(
-                group=job.study_name,
-                job_type="trial",
-                tags=[job.study_name],
-                config=params,
-                dir=str(self.folder),
-                reinit="create_new",
-            )
-        finally:
-            os.environ.pop("WANDB_SWEEP_ID", None)
+        joined = {"settings": self.wandb.Settings(sweep_id=self.sweep_id.split("/")[-1])} if self.joins_server else {}
+        run = self.wandb.init(
+            group=job.study_name,
+            job_type="trial",
+            tags=[job.study_name],
+            config=params,
+            dir=str(self.folder),
+            reinit="create_new",
+            **joined,
+        )
         run.summary[LOCAL_SWEEP_KEY] = self.sweep_id
         _note_inactive(run, job.space, sampled, params)
         with OpenRun.opened(self.folder, run.id, params, self.sweep_id):
@@ -382,7 +379,7 @@ class SweepSource(TrialSource):
 class LocalSweepSource(SweepSource):
     """W&B's own sweep engine in this process, for offline sweeps without a server; one offline run per trial."""
 
-    joins_sweep_by_environment = False  # no server: the run summary names the sweep
+    joins_server = False  # no server: the run summary names the sweep
 
     def __init__(self, backend: WandbBackend, job: SearchJob[WandbSettings], wandb: Any, sweep_id: str) -> None:
         super().__init__(backend, job, wandb, sweep_id)
