@@ -50,6 +50,11 @@ CONDITIONAL = SearchSpace.from_config(
     }
 )
 N = 300
+# Every backend's trial path: optuna in the default suite, the others with the slow tests
+OPTUNA_NOW_OTHERS_SLOW = [
+    param if param.values == ("optuna",) else pytest.param(*param.values, marks=[*param.marks, pytest.mark.slow])
+    for param in EVERY_BACKEND
+]
 # SigOpt draws from sigoptlite, SigOpt's own optimizer, installed with --no-deps (see .ci/run)
 BACKEND_NAMES = [
     pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in sorted(BACKENDS)
@@ -144,8 +149,7 @@ def test_a_trainer_subclass_trains_every_trial_with_its_own_compute_loss(
     assert len(log.read_text().split()) == expected  # every step of both trials ran its compute_loss
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", EVERY_BACKEND)
+@pytest.mark.parametrize("backend", OPTUNA_NOW_OTHERS_SLOW)
 def test_warm_start_points_come_first_and_no_infeasible_or_inactive_value_is_trained(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
 ) -> None:

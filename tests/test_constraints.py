@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from support import read_trials
 
 from hpsearch.errors import ConfigError, SearchSpaceError
 from hpsearch.loop import INFEASIBLE_DRAWS, FailureBudget
@@ -163,30 +158,3 @@ def test_infeasible_points_are_redrawn_and_too_many_in_a_row_stop_the_search() -
     for _ in range(INFEASIBLE_DRAWS):
         failures(never_trained)
     assert failures.infeasible and failures.exceeded
-
-
-def test_a_search_trains_only_feasible_points_and_only_active_parameters(
-    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
-) -> None:
-    done = cli(
-        "experiment=ci",
-        "n_trials=4",
-        "backend.sampler=random",
-        "+space.hidden_dropout_prob.when={per_device_train_batch_size: 16}",
-        "+constraints.small_steps='learning_rate * per_device_train_batch_size <= 0.032'",
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = read_trials(tmp_path / "run")
-    trained = [row for row in rows if row["state"] == "COMPLETE"]
-    skipped = [row for row in rows if row["state"] == "FAIL"]
-    assert len(trained) == 4 and skipped, rows  # this seed draws infeasible points, and draws again
-    for row in trained:
-        assert float(row["learning_rate"]) * int(row["per_device_train_batch_size"]) <= 0.032
-        assert float(row["constraint_small_steps"]) <= 0
-        assert (row["hidden_dropout_prob"] != "") == (row["per_device_train_batch_size"] == "16"), row
-    for row in skipped:
-        assert row["error"].startswith("infeasible: constraints.small_steps: ") and float(row["duration_s"]) < 1
-        assert float(row["constraint_small_steps"]) > 0
-    best = json.loads((tmp_path / "run" / "best.json").read_text())
-    assert best["trial"] in {int(row["number"]) for row in trained}
