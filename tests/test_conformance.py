@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import EVERY_BACKEND, SEARCHES, random_search, read_trials, requires
+from support import EVERY_BACKEND, random_search, read_trials, requires
 
 from hpsearch.backends import BACKENDS, get_backend
 from hpsearch.backends.base import SamplesNatively
@@ -108,61 +108,29 @@ def test_log_scale_spreads_over_decades(samples: list[dict[str, Any]]) -> None:
     assert sum(w < 64 for w in widths) > N / 4  # uniform on [8, 512] would put ~11% below 64
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "backend", [pytest.param(name, marks=requires("sigoptlite") if name == "sigopt" else ()) for name in SEARCHES]
-)
-def test_every_trial_of_a_search_gets_new_hyperparameters(
+@pytest.mark.parametrize("backend", OPTUNA_NOW_OTHERS_SLOW)
+def test_every_backends_trials_follow_the_space_and_train_with_the_users_trainer_class(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
 ) -> None:
-    """The trial path, not ``sample()``: transformers' ``set_seed`` resets the global generators every trial,
-    which a sampler drawing from them would replay."""
-    done = cli("experiment=ci", "n_trials=4", *SEARCHES[backend], timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = read_trials(tmp_path / "run")
-    assert len(rows) == 4 and len({row["learning_rate"] for row in rows}) == 4, rows
+    """The trial path, not ``sample()``, from the command line, on every backend at once:
 
-
-# Every backend as a random search from the command line, W&B's offline (its sweeps engine, no server).
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", EVERY_BACKEND)
-def test_a_trainer_subclass_trains_every_trial_with_its_own_compute_loss(
-    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
-) -> None:
-    """``trainer._target_``: hpsearch's per-trial hooks sit in front of the user's class, on every backend."""
+    - warm-start points come first and exactly, and every trial gets hyperparameters of its own (transformers'
+      ``set_seed`` resets the global generators every trial, which a sampler drawing from them would replay);
+    - no point that breaks a parameter constraint is trained, and an inactive parameter never reaches a trial;
+    - ``trainer._target_``: hpsearch's per-trial hooks sit in front of the user's class (its ``compute_loss``).
+    """
     log = tmp_path / "loss.log"
     search, env = random_search(backend)
     done = cli(
         "experiment=ci",
-        "n_trials=2",
-        "trainer._target_=helpers.LossLoggingTrainer",
-        *search,
-        timeout=300,
-        HPSEARCH_TEST_LOSS_LOG=str(log),
-        **env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = read_trials(tmp_path / "run")
-    assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
-    steps_per_trial = {16: 16, 32: 8}  # 256 examples, one epoch; plus one eval batch of 128
-    expected = sum(steps_per_trial[int(row["per_device_train_batch_size"])] + 1 for row in rows)
-    assert len(log.read_text().split()) == expected  # every step of both trials ran its compute_loss
-
-
-@pytest.mark.parametrize("backend", OPTUNA_NOW_OTHERS_SLOW)
-def test_warm_start_points_come_first_and_no_infeasible_or_inactive_value_is_trained(
-    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, backend: str
-) -> None:
-    """The trial path on every backend: conditions, a parameter constraint and warm-start points at once."""
-    search, env = random_search(backend)
-    done = cli(
-        "experiment=ci",
         "n_trials=4",
+        "trainer._target_=helpers.LossLoggingTrainer",
         "+space.hidden_dropout_prob.when={per_device_train_batch_size: 16}",
         "+constraints.small_steps='learning_rate * per_device_train_batch_size <= 0.032'",
         "warm_start.points=[{learning_rate: 0.0005, per_device_train_batch_size: 32}, {learning_rate: 0.0008}]",
         *search,
         timeout=400,
+        HPSEARCH_TEST_LOSS_LOG=str(log),
         **env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -170,6 +138,7 @@ def test_warm_start_points_come_first_and_no_infeasible_or_inactive_value_is_tra
     first, second = rows[0], rows[1]
     assert (float(first["learning_rate"]), first["per_device_train_batch_size"]) == (0.0005, "32"), first
     assert float(second["learning_rate"]) == 0.0008, second  # partial: its batch size was sampled
+    assert len({row["learning_rate"] for row in rows}) == len(rows), rows
     trained = [row for row in rows if row["state"] == "COMPLETE"]
     assert len(trained) == 4, rows
     for row in trained:
@@ -179,3 +148,6 @@ def test_warm_start_points_come_first_and_no_infeasible_or_inactive_value_is_tra
         if row["state"] == "FAIL":  # never trained: the point broke the constraint (sigoptlite keeps no error)
             assert float(row["learning_rate"]) * int(row["per_device_train_batch_size"]) > 0.032, row
             assert row["error"].startswith("infeasible: constraints.small_steps: ") or backend == "sigopt", row
+    steps_per_trial = {16: 16, 32: 8}  # 256 examples, one epoch; plus one eval batch of 128
+    expected = sum(steps_per_trial[int(row["per_device_train_batch_size"])] + 1 for row in trained)
+    assert len(log.read_text().split()) == expected  # every step of every trained trial ran its compute_loss

@@ -317,12 +317,12 @@ def offline_without_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", ["1", "2"])
 def test_offline_random_sweep_suggests_new_hyperparameters_for_every_trial(
-    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """W&B's engine draws from Python's ``random``, which transformers' ``set_seed`` resets before every trial."""
-    done = cli(*LOCAL_RANDOM_SWEEP, "n_trials=4", f"workers={workers}", **offline_without_server(monkeypatch))
+    """W&B's engine draws from Python's ``random``, which transformers' ``set_seed`` resets before every trial:
+    here in two worker processes at once (in one process: ``test_conformance``'s trial-path test)."""
+    done = cli(*LOCAL_RANDOM_SWEEP, "n_trials=4", "workers=2", **offline_without_server(monkeypatch))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_trials(tmp_path / "run")
     points = {(row["learning_rate"], row["per_device_train_batch_size"], row["hidden_dropout_prob"]) for row in rows}
