@@ -13,8 +13,8 @@ from standins.sigopt_server import SigOptStandIn
 from support import read_trials, requires
 
 from hpsearch.app import run
-from hpsearch.backends.sigopt import native_parameter
-from hpsearch.space import parse_param
+from hpsearch.backends.sigopt import native_conditionals, native_parameter, native_parameters
+from hpsearch.space import SearchSpace, parse_param
 
 TO_SIGOPT = [
     (
@@ -46,6 +46,43 @@ def test_space_maps_to_exact_sigopt_parameter(spec: dict, expected: object) -> N
         assert native["grid"] == pytest.approx(expected["grid"]) and {**native, "grid": 0} == {**expected, "grid": 0}
     else:
         assert native == expected
+
+
+CONDITIONED = {
+    "scheduler": {"type": "categorical", "choices": ["linear", "cosine"]},
+    "warmup": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1, "when": {"scheduler": "linear"}},
+    "floor": {"type": "int", "low": 0, "high": 2, "when": {"warmup": 0.0}},  # a float parent: no conditional
+}
+
+
+def test_categorical_parents_are_sigopt_conditionals_and_their_children_carry_conditions() -> None:
+    space = SearchSpace.from_config(CONDITIONED)
+    assert native_conditionals(space) == {"conditionals": [{"name": "scheduler", "values": ["linear", "cosine"]}]}
+    by_name = {native["name"]: native for native in native_parameters(space, conditional=True)}
+    assert set(by_name) == {"warmup", "floor"}  # the parent is a conditional, not a parameter
+    assert by_name["warmup"]["conditions"] == {"scheduler": ["linear"]}
+    assert "conditions" not in by_name["floor"]  # drawn always, and dropped by hpsearch where warmup is not 0.0
+    assert "conditions" not in str(native_parameters(space))  # sigoptlite: no conditionals at all
+
+
+def test_a_conditional_parameter_is_left_out_of_the_servers_suggestions(
+    make_config: Callable[..., DictConfig], sigopt_server: SigOptStandIn
+) -> None:
+    cfg = make_config(
+        "experiment=ci",
+        "backend=sigopt",
+        "n_trials=8",
+        "+space.hidden_dropout_prob.when={per_device_train_batch_size: 16}",
+    )
+    result = run(cfg)
+    ((experiment_id, experiment),) = sigopt_server.experiments.items()
+    assert experiment["conditionals"] == [{"name": "per_device_train_batch_size", "values": ["16", "32"]}]
+    for observation in sigopt_server.observations[experiment_id]:
+        drawn = observation["assignments"]
+        assert ("hidden_dropout_prob" in drawn) == (drawn["per_device_train_batch_size"] == "16"), drawn
+    for trial in result.trials:
+        assert ("hidden_dropout_prob" in trial.params) == (trial.params["per_device_train_batch_size"] == 16)
+    assert {trial.params["per_device_train_batch_size"] for trial in result.trials} == {16, 32}
 
 
 def test_smoke_search_records_observations_on_the_server(

@@ -22,8 +22,11 @@ categorical                ``{type: categorical, categorical_values: [str(c), ..
 fixed, low == high,        not sent (SigOpt needs min < max and two or more categories); the value
 one choice                 joins every assignment
 
-when: {other: values}      sampled always (the Core API sends no conditions); hpsearch drops it where the
-                           condition fails, so the trial neither trains with it nor records it
+when: {other: values}      on a SigOpt server, where every parent is a categorical (not itself
+                           conditional): the parents are SigOpt ``conditionals`` and the parameter has
+                           ``conditions``, so SigOpt leaves it out. Else, and with sigoptlite (whose
+                           conditionals call ``numpy.product``, gone in numpy 2), drawn always and
+                           dropped by hpsearch
 =========================  ====================================================================
 
 Constraints: each outcome constraint is a SigOpt constraint metric (``strategy: constraint``, minimised,
@@ -89,12 +92,53 @@ def typed_assignments(space: SearchSpace, assignments: Mapping[str, Any]) -> dic
     return space.cast({**space.single_values(), **values})
 
 
-def native_parameters(space: SearchSpace) -> list[dict[str, Any]]:
-    return [native for native in map(native_parameter, space) if native is not None]
+def conditional_parents(space: SearchSpace) -> list[CategoricalParam]:
+    """The parents that become SigOpt conditionals: categoricals of two or more choices, themselves
+    unconditioned, that some condition names (a SigOpt conditional is a variable of its own, not a parameter)."""
+    named = {parent for when in space.conditions.values() for parent in when}
+    return [
+        param
+        for param in space
+        if param.name in named
+        and isinstance(param, CategoricalParam)
+        and len(param.choices) > 1
+        and param.name not in space.conditions
+    ]
+
+
+def native_conditions(space: SearchSpace, name: str) -> dict[str, list[str]] | None:
+    """A parameter's SigOpt ``conditions``, where all its parents are conditionals; else None (drawn always)."""
+    when = space.conditions.get(name)
+    parents = {param.name for param in conditional_parents(space)}
+    if not when or not set(when) <= parents:
+        return None
+    return {parent: [str(value) for value in values] for parent, values in when.items()}
+
+
+def native_parameters(space: SearchSpace, conditional: bool = False) -> list[dict[str, Any]]:
+    """SigOpt's parameters; with ``conditional``, the parents of conditions are left to ``native_conditionals``
+    and their children carry ``conditions``."""
+    conditionals = {param.name for param in conditional_parents(space)} if conditional else set()
+    natives = []
+    for param in space:
+        native = native_parameter(param) if param.name not in conditionals else None
+        if native is not None:
+            conditions = native_conditions(space, param.name) if conditional else None
+            natives.append({**native, "conditions": conditions} if conditions else native)
+    return natives
+
+
+def native_conditionals(space: SearchSpace) -> dict[str, Any]:
+    """The experiment's ``conditionals``, as keyword arguments (none for a space without conditions)."""
+    parents = conditional_parents(space)
+    return (
+        {"conditionals": [{"name": p.name, "values": [str(c) for c in p.choices]} for p in parents]} if parents else {}
+    )
 
 
 def native_assignments(space: SearchSpace, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Typed values as SigOpt assignments: the parameters SigOpt is asked about, categories as strings."""
+    """Typed values as SigOpt assignments: the parameters and conditionals SigOpt is asked about, categories
+    as strings."""
     return {
         param.name: str(values[param.name]) if isinstance(param, CategoricalParam) else values[param.name]
         for param in space
@@ -201,7 +245,9 @@ class SigOptBackend(Backend[SigOptSettings], RemembersRemoteStudy[SigOptSettings
             lambda: connection.experiments().create(
                 name=job.study_name,
                 type="offline",
-                parameters=native_parameters(job.space),
+                # sigoptlite's conditionals call numpy.product, which numpy 2 removed: there, drawn and dropped
+                parameters=native_parameters(job.space, conditional=job.settings.driver != "lite"),
+                **(native_conditionals(job.space) if job.settings.driver != "lite" else {}),
                 metrics=native_metrics(job),
                 observation_budget=job.n_trials,
                 parallel_bandwidth=job.workers,

@@ -50,6 +50,7 @@ class SigOptStandIn(StandInServer):
             "type": body.get("type", "offline"),
             "name": body.get("name"),
             "parameters": body.get("parameters", []),
+            "conditionals": body.get("conditionals", []),
             "metrics": [{"object": "metric", "strategy": "optimize", **m} for m in body.get("metrics", [])],
             "observation_budget": body.get("observation_budget"),
             "parallel_bandwidth": body.get("parallel_bandwidth", 1),
@@ -66,7 +67,7 @@ class SigOptStandIn(StandInServer):
     def suggest(self, experiment_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """A drawn suggestion, or, as SigOpt's API does, one with the ``assignments`` the request gives."""
         experiment = self.experiments[experiment_id]
-        assignments = body.get("assignments") or {p["name"]: self._draw(p) for p in experiment["parameters"]}
+        assignments = body.get("assignments") or self._assignments(experiment)
         suggestion = {
             "object": "suggestion",
             "id": str(next(self._ids)),
@@ -77,6 +78,15 @@ class SigOptStandIn(StandInServer):
         }
         self.suggestions[suggestion["id"]] = suggestion
         return suggestion
+
+    def _assignments(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        """Each conditional's value, then each parameter whose ``conditions`` those values meet (SigOpt's rule)."""
+        drawn = {c["name"]: self.random.choice(c["values"]) for c in experiment.get("conditionals") or []}
+        for parameter in experiment["parameters"]:
+            conditions = parameter.get("conditions") or {}
+            if all(drawn.get(name) in values for name, values in conditions.items()):
+                drawn[parameter["name"]] = self._draw(parameter)
+        return drawn
 
     def _draw(self, parameter: dict[str, Any]) -> Any:
         if parameter.get("grid"):
