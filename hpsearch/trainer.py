@@ -98,6 +98,9 @@ class SearchTrainer(Trainer):
         # What an inactive (conditional) parameter trains with: the arguments' own value, whatever an earlier
         # trial set
         self._default_arguments = {name: getattr(args, name) for name in space.names if hasattr(args, name)}
+        # The model-side metrics an objective or a constraint asks for
+        named = {name for constraint in space.constraints for name in constraint.metrics if name in MODEL_METRICS}
+        self._wanted_model_metrics = sorted({*objectives.model_metrics, *named})
         # The first model as Trainer builds one from model_init (after seeding), passed as a model: a Trainer
         # subclass need not take model_init (TRL's SFTTrainer does not). Each trial's train() builds its own.
         enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
@@ -313,8 +316,7 @@ class SearchTrainer(Trainer):
 
     def _model_metrics(self) -> dict[str, float]:
         """The model-side metrics an objective or a constraint asks for, measured once per trial on one eval batch."""
-        named = {name for constraint in self.space.constraints for name in constraint.metrics if name in MODEL_METRICS}
-        wanted = sorted({*self.objectives.model_metrics, *named})
+        wanted = self._wanted_model_metrics
         if not wanted:
             return {}
         if self._measured_model is None:

@@ -131,8 +131,8 @@ def _defines_by_run(job: SearchJob[RaySettings], earlier: list[TrialRecord]) -> 
 
 
 def _define_by_run(space: SearchSpace, trial: Any) -> dict[str, Any]:
-    """OptunaSearch's define-by-run space, for conditional parameters: optuna's own mapping suggests each active
-    parameter, parents first; the fixed values come back as Ray's constants."""
+    """OptunaSearch's define-by-run space (conditional parameters, partial warm-start points): optuna's own
+    mapping suggests each active parameter, parents first; the fixed values come back as Ray's constants."""
     from hpsearch.backends.optuna.space import suggest
 
     values = suggest(trial, space)

@@ -21,7 +21,6 @@ categorical                ``{type: categorical, categorical_values: [str(c), ..
                            with strings, cast back to the declared choice (``"32"`` -> 32, ``"None"`` -> None)
 fixed, low == high,        not sent (SigOpt needs min < max and two or more categories); the value
 one choice                 joins every assignment
-
 when: {other: values}      on a SigOpt server, where every parent is a categorical (not itself
                            conditional): the parents are SigOpt ``conditionals`` and the parameter has
                            ``conditions``, so SigOpt leaves it out. Else, and with sigoptlite (whose
@@ -106,25 +105,19 @@ def conditional_parents(space: SearchSpace) -> list[CategoricalParam]:
     ]
 
 
-def native_conditions(space: SearchSpace, name: str) -> dict[str, list[str]] | None:
-    """A parameter's SigOpt ``conditions``, where all its parents are conditionals; else None (drawn always)."""
-    when = space.conditions.get(name)
-    parents = {param.name for param in conditional_parents(space)}
-    if not when or not set(when) <= parents:
-        return None
-    return {parent: [str(value) for value in values] for parent, values in when.items()}
-
-
 def native_parameters(space: SearchSpace, conditional: bool = False) -> list[dict[str, Any]]:
     """SigOpt's parameters; with ``conditional``, the parents of conditions are left to ``native_conditionals``
-    and their children carry ``conditions``."""
+    and a parameter whose parents all are conditionals carries ``conditions`` (any other is drawn always)."""
     conditionals = {param.name for param in conditional_parents(space)} if conditional else set()
     natives = []
     for param in space:
         native = native_parameter(param) if param.name not in conditionals else None
-        if native is not None:
-            conditions = native_conditions(space, param.name) if conditional else None
-            natives.append({**native, "conditions": conditions} if conditions else native)
+        if native is None:
+            continue
+        when = space.conditions.get(param.name, {})
+        if when and set(when) <= conditionals:
+            native["conditions"] = {parent: [str(value) for value in values] for parent, values in when.items()}
+        natives.append(native)
     return natives
 
 

@@ -306,9 +306,9 @@ class SweepSource(TrialSource):
 
     def next(self, train: Train) -> TrialOutcome | None:
         job, box = self.job, dict[str, Any]()
-        warm = self._pending_points()
-        if warm:  # W&B has no way to queue a point: hpsearch runs it itself, as a run of the sweep
-            return self._own_run(train, self._filled(warm[0]), warm[0])
+        earlier = self.backend.records(job) if job.warm_start else []
+        if warm := pending_points(job.warm_start, earlier):  # W&B cannot queue a point: hpsearch runs it itself
+            return self._own_run(train, self._filled(warm[0], len(earlier)), warm[0])
         try:
             self.wandb.agent(
                 self.sweep_id,
@@ -327,16 +327,14 @@ class SweepSource(TrialSource):
             raise box["error"]
         return box.get("outcome")  # none: the sweep handed out no run (a grid ran out)
 
-    def _pending_points(self) -> list[dict[str, Any]]:
-        return pending_points(self.job.warm_start, self.backend.records(self.job)) if self.job.warm_start else []
-
-    def _filled(self, point: dict[str, Any]) -> dict[str, Any]:
-        """A warm-start point, its missing parameters drawn at random by W&B's own sweep engine."""
+    def _filled(self, point: dict[str, Any], stored_trials: int) -> dict[str, Any]:
+        """A warm-start point, the active parameters it leaves out drawn at random by W&B's own sweep engine."""
         job = self.job
-        if all(name in point or not job.space.is_active(name, point) for name in job.space.names):
-            return job.space.cast({**job.space.single_values(), **point})
+        known = {**job.space.single_values(), **point}
+        if all(p.name in known or not job.space.is_active(p.name, known) for p in job.space.tunable):
+            return job.space.cast(known)
         sweeps = require("sweeps", "warm_start with a partial point on backend=wandb", "sweeps", "wandb")
-        job.seed_global_generators(len(self.backend.records(job)))
+        job.seed_global_generators(stored_trials)
         drawn = sweeps.next_run(sweep_config(job.space, job.objectives, "random"), [])
         return job.space.cast({**{name: entry["value"] for name, entry in drawn.config.items()}, **point})
 
