@@ -50,3 +50,11 @@ def served(request: pytest.FixtureRequest) -> Served:
     if request.param == "ray":
         return Served("ray", ["backend=ray"])
     return Served("optuna", ["backend=optuna"])
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: a solo test outside the slow suite would run beside others
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if loose := [
+        item.nodeid for item in items if item.get_closest_marker("solo") and not item.get_closest_marker("slow")
+    ]:
+        raise pytest.UsageError(f"marked solo but not slow, so the default suite would run them in parallel: {loose}")

@@ -209,6 +209,7 @@ def test_bad_keywords_are_config_errors(tmp_path: Path, keywords: dict[str, Any]
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_workers_from_python_train_in_both_processes(tmp_path: Path) -> None:
     """A module-level model_init and in-memory datasets reach each worker process (pickled, as spawn sends them)."""
     result = hpsearch.search(

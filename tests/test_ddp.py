@@ -40,6 +40,7 @@ def test_every_rank_trains_rank_zeros_trials_in_real_ddp(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_a_trial_pruned_on_rank_zero_stops_on_every_rank(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke_prune")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -77,6 +78,7 @@ def test_exception_on_one_rank_ends_the_job_quickly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_multi_objective_search(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=smoke_pareto", "n_trials=3", "data.train_size=300")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -85,6 +87,7 @@ def test_multi_objective_search(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_resumed_study_runs_only_the_missing_trials_on_every_rank(tmp_path: Path) -> None:
     assert torchrun(tmp_path, "experiment=ci", "n_trials=2", name="first").returncode == 0
     done = torchrun(tmp_path, "experiment=ci", "n_trials=4", name="second")
@@ -103,6 +106,7 @@ def test_only_rank_zero_talks_to_the_backend_server(served: Served, tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_objectives_match_between_world_size_one_and_two(tmp_path: Path) -> None:
     """With training frozen (learning rate 0), the objective is pure evaluation, which must not depend on
     the world size; transformers' default scales eval_loss by it."""
@@ -145,6 +149,7 @@ def _study_states(journal: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_rank_failure_mid_trial_with_restarts_fails_that_trial_and_the_search_goes_on(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=ci", "n_trials=3", *MID_TRIAL_FAILURE, restarts=1)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -157,6 +162,6 @@ def test_rank_failure_mid_trial_without_restarts_ends_the_job_and_records_the_tr
     started = time.monotonic()
     done = torchrun(tmp_path, "experiment=ci", "n_trials=3", *MID_TRIAL_FAILURE)
     assert done.returncode != 0
-    assert time.monotonic() - started < 60  # well within a start-up plus training.ddp_timeout=20
+    assert time.monotonic() - started < 90  # no hang: two start-ups, three trials and ddp_timeout=20 at most
     assert "injected failure on rank 1 at the third forward" in done.stderr
     assert _study_states(tmp_path / ".hpsearch" / "ci.log") == ["COMPLETE", "FAIL"]  # not left RUNNING

@@ -12,6 +12,7 @@ from support import read_trials
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_default_demo_finds_a_learning_rate_that_beats_the_majority_class(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:

@@ -189,6 +189,7 @@ def test_a_retry_alone_waits_for_the_running_neighbour_and_holds_off_new_trials(
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 # The two ways a decision is carried out: a worker pool (optuna here; SigOpt and W&B run the same pool) and
 # Ray's concurrent trials. The other two backends' pools cost CI minutes and test nothing more.
 @pytest.mark.parametrize("served", ["optuna", "ray"], indirect=True)
@@ -222,6 +223,7 @@ def test_workers_auto_picks_a_count_from_real_probes_on_a_pool_and_on_ray(
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_an_out_of_memory_trial_in_a_packed_worker_is_retried_alone_once(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:

@@ -284,3 +284,34 @@ def test_raising_n_trials_and_failed_trials_get_a_further_experiment(
     assert len({row["learning_rate"] for row in rows}) == len(rows)
     experiments = sorted(path.name for path in (tmp_path / ".hpsearch" / "ray" / "ci").iterdir())
     assert experiments[0] == "ci" and experiments[1] == "ci+1", experiments
+
+
+def test_searches_starting_at_once_on_a_fresh_machine_share_one_private_ray_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray writes ``~/.ray/auth_token`` in place on first start, so two at once could lock each other out."""
+    import threading
+
+    from hpsearch.backends.ray import _create_auth_token_once
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    start = threading.Barrier(8)
+
+    def create() -> None:
+        start.wait()
+        _create_auth_token_once()
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    token = tmp_path / ".ray" / "auth_token"
+    assert len(token.read_text()) == 64 and int(token.read_text(), 16) >= 0
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert [path.name for path in token.parent.iterdir()] == ["auth_token"]  # no draft left behind
+    first = token.read_text()
+    _create_auth_token_once()
+    assert token.read_text() == first  # an existing token stands

@@ -84,6 +84,7 @@ def test_the_lora_sft_search_runs_on_every_backend(
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_the_lora_sft_search_with_two_workers(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -93,6 +94,7 @@ def test_the_lora_sft_search_with_two_workers(
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_the_lora_sft_search_under_torchrun(tmp_path: Path) -> None:
     done = torchrun(tmp_path, "experiment=lora_sft_smoke", "backend.sampler=random")
     assert done.returncode == 0, done.stderr[-3000:]

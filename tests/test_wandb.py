@@ -181,7 +181,7 @@ def test_tracking_logs_ray_trials_from_the_driver(
 def test_unreachable_server_fails_within_seconds(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     started = time.monotonic()
     done = cli("experiment=ci", "backend=wandb", WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="k" * 40)
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60  # start-up aside, at once: W&B's client alone retries for minutes
     assert done.returncode == 3  # backend unavailable
     assert (
         done.stderr.strip()
@@ -398,6 +398,7 @@ def test_a_run_file_still_being_written_reads_as_open(tmp_path: Path, monkeypatc
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_a_killed_workers_run_is_closed_as_failed_in_the_offline_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -99,10 +99,12 @@ def test_two_workers_train_exactly_n_trials_of_one_search(
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 @requires("psycopg", postgres=True)
 def test_a_twenty_trial_search_holds_a_few_connections_per_process(tmp_path: Path) -> None:
     """The launcher reads the study every second and each worker trains trial after trial: each process keeps
-    its own few connections (2 to 4) instead of opening new ones; PostgreSQL allows 100 by default."""
+    its own few connections (2 to 4) instead of opening new ones; PostgreSQL allows 100 by default. Only this
+    command's connections count: libpq names them by ``PGAPPNAME``, and other tests may share the server."""
     import psycopg
 
     study = f"connections-{os.getpid()}-{time.time_ns()}"
@@ -110,7 +112,7 @@ def test_a_twenty_trial_search_holds_a_few_connections_per_process(tmp_path: Pat
     search = subprocess.Popen(
         [*command, f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path,
-        env=cli_env(),
+        env=cli_env(PGAPPNAME=study),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -119,7 +121,8 @@ def test_a_twenty_trial_search_holds_a_few_connections_per_process(tmp_path: Pat
     with psycopg.connect(POSTGRES_URL, autocommit=True) as watcher:
         while search.poll() is None and time.monotonic() < deadline:
             row = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                (study,),
             ).fetchone()
             peak = max(peak, row[0] if row else 0)
             time.sleep(0.2)
@@ -148,6 +151,7 @@ def _study(tmp_path: Path, name: str):
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_a_killed_worker_is_replaced_and_the_search_reaches_n_trials(tmp_path: Path) -> None:
     args = [*KILLABLE, "n_trials=8", "study_name=kill", f"hydra.run.dir={tmp_path / 'run'}"]
     launcher = subprocess.Popen(
@@ -214,6 +218,7 @@ def test_out_of_memory_trial_is_failed_and_the_worker_goes_on(
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_worker_memory_stays_flat_over_twenty_trials(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -250,6 +255,7 @@ def test_workers_under_torchrun_is_a_config_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_rerun_after_killing_the_whole_command_retrains_its_orphaned_trials(tmp_path: Path) -> None:
     """kill -9 of the launcher and its workers leaves RUNNING trials in the journal file, which has no heartbeat:
     the rerun fails those of dead processes on this machine and trains the search to n_trials, without waiting."""

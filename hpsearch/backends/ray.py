@@ -30,14 +30,15 @@ draws again, in a further experiment); outcome constraints are reported with eac
 and best and Pareto trials are feasible ones. ``warm_start`` points are the searcher's ``points_to_evaluate``.
 
 The experiment lives in ``<storage_dir>/ray/<study_name>`` (linked as ``<run_dir>/ray``), so rerunning the same
-command restores it and runs only the trials still missing (unfinished ones start again). A Ray experiment
-cannot grow, so failed trials and a raised ``n_trials`` are made up by a further experiment
-(``<study_name>+1``, ...), reseeded, and with ``search_alg=optuna`` told the earlier results. A local runtime listens on 127.0.0.1 only, with Ray's
-token authentication on and a fresh token per run; its session files go to a private temp folder, removed
-afterwards. ``backend.address`` joins a cluster exactly as the user configured it. Schedulers (ASHA, median stopping, PBT) need in-training evaluation;
-under PBT every in-training evaluation also saves a checkpoint (transformers' Ray layout), an exploited
-trial resumes from its donor's checkpoint with its own, perturbed hyperparameters (the restored learning-rate
-schedule is rebased onto the new rate), and only parameters that act during training make sense to mutate.
+command restores it and runs only the trials still missing (unfinished ones start again). A Ray experiment cannot
+grow, so failed trials and a raised ``n_trials`` are made up by a further experiment (``<study_name>+1``, ...),
+reseeded, and with ``search_alg=optuna`` told the earlier results. A local runtime listens on 127.0.0.1 only, with
+Ray's token authentication on (Ray's token, ``~/.ray/auth_token``, which hpsearch creates once if missing); its
+session files go to a private temp folder, removed afterwards. ``backend.address`` joins a cluster exactly as the
+user configured it. Schedulers (ASHA, median stopping, PBT) need in-training evaluation; under PBT every
+in-training evaluation also saves a checkpoint (transformers' Ray layout), an exploited trial resumes from its
+donor's checkpoint with its own, perturbed hyperparameters (the restored learning-rate schedule is rebased onto the
+new rate), and only parameters that act during training make sense to mutate.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -293,6 +295,7 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             # token (~/.ray/auth_token) if there is none.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ.pop("RAY_AUTH_MODE", None)
+            _create_auth_token_once()
             temp_dir = tempfile.mkdtemp(prefix="hpsearch-ray-", dir=_short_temp_root())
         try:
             ray.init(
@@ -446,6 +449,25 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             }
             samples.append(space.cast(raw))
         return samples
+
+
+def _create_auth_token_once() -> None:
+    """Create Ray's default token file unless one exists or the environment names another. Ray itself writes
+    it in place on a new local runtime's first start, so two searches starting at once on a fresh machine would
+    each write their own, and the runtime started with the overwritten one would refuse its own workers."""
+    path = Path.home() / ".ray" / "auth_token"
+    if path.exists() or os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, draft = tempfile.mkstemp(dir=path.parent, prefix=".auth_token-")  # private: mode 0600
+    try:
+        with os.fdopen(handle, "w") as token:
+            token.write(secrets.token_hex(32))  # as Ray's own: 256 random bits
+        os.link(draft, path)  # atomic, and refused where another search got there first: its token stands
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(draft)
 
 
 def _short_temp_root() -> str:
