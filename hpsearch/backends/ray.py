@@ -291,8 +291,8 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
         if not address:
             # A local runtime serves only this machine: loopback only, token authentication, private files.
             # Ray's gRPC servers listen on every interface whatever the node address, so token authentication
-            # must be on: with RAY_AUTH_MODE unset, ray.init turns it on for a new local runtime and creates the
-            # token (~/.ray/auth_token) if there is none.
+            # must be on: with RAY_AUTH_MODE unset, ray.init turns it on for a new local runtime, with the token
+            # (~/.ray/auth_token) that _create_auth_token_once has made sure exists.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ.pop("RAY_AUTH_MODE", None)
             _create_auth_token_once()
