@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # before torch is imported, here and in the commands tests run
+    # Tests run side by side: each gets its share of the cores, or torch's OpenMP threads oversubscribe and spin.
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
+
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
