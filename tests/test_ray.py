@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pytest
 from ray import tune
 from support import read_trials, run_command
 
-from hpsearch.backends.ray import domain
+from hpsearch.backends import ray as ray_backend
+from hpsearch.backends.ray import RayBackend, RaySettings, domain
+from hpsearch.errors import BackendUnavailableError
 from hpsearch.space import parse_param
 
 RAY_CI = [sys.executable, "-m", "hpsearch", "experiment=ci", "backend=ray"]
@@ -69,6 +72,7 @@ def test_smoke_search_on_a_local_ray_runtime(
 
 
 @pytest.mark.slow
+@pytest.mark.solo  # `ray stop --force` ends every Ray process on the machine: another test's runtime too
 def test_joins_an_existing_ray_cluster(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     ray_cli = str(Path(sys.executable).parent / "ray")
     with socket.socket() as probe:
@@ -138,6 +142,52 @@ def test_more_gpu_than_the_runtime_has_is_an_error_not_a_hang(
     assert "backend.resources_per_trial.gpu=0.5: the Ray runtime has only 0" in done.stderr
 
 
+def test_an_address_where_nothing_listens_is_one_line_within_seconds(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    done = cli("experiment=ci", "backend=ray", f"backend.address=127.0.0.1:{port}", timeout=120)
+    assert time.monotonic() - started < 60  # ray.init alone retries such an address for over 10 minutes
+    assert done.returncode == 3  # backend unavailable
+    assert done.stderr.strip().startswith(
+        f"hpsearch: error: backend.address=127.0.0.1:{port}: cannot connect to the Ray cluster (nothing answers at "
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_local_runtime_that_does_not_start_is_one_error_and_leaves_no_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import ray
+
+    def node_timed_out(**_: object) -> None:  # what ray.init raises when its raylet does not register in 30 s
+        raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", node_timed_out)
+    monkeypatch.setattr(ray_backend, "_short_temp_root", lambda: str(tmp_path))
+    settings = RaySettings(
+        address=None,
+        num_cpus=1,
+        resources_per_trial={},
+        max_concurrent_trials=None,
+        search_alg="basic",
+        scheduler="none",
+        scheduler_kwargs={},
+        log_to_driver=False,
+    )
+    with pytest.raises(BackendUnavailableError) as raised, RayBackend()._ray_runtime(settings):
+        pass
+    assert str(raised.value) == (
+        "backend.address=null: Ray's local runtime did not start (The current node timed out during startup. This "
+        "could happen because ...); run the search again, or start a cluster with `ray start --head` and set "
+        "backend.address to it"
+    )
+    assert list(tmp_path.iterdir()) == []  # its private temp folder is removed
+
+
 @pytest.mark.slow
 def test_pbt_exploits_checkpoints_and_perturbs_hyperparameters(
     cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
@@ -179,7 +229,6 @@ def _ray_trial_results(experiment: Path) -> dict[str, bool]:
 
 @pytest.mark.slow
 def test_killed_search_resumes_and_trains_only_the_missing_trials(tmp_path: Path) -> None:
-    import time
 
     from support import cli_env
 
@@ -219,7 +268,6 @@ def test_local_runtime_keeps_its_files_private_and_needs_a_token_beyond_loopback
     """Ray's servers listen on every interface, so the local runtime must run with token authentication, even
     where the environment turned it off; its session files go to a private temp folder, removed afterwards."""
     import tempfile
-    import time
 
     import psutil
     from support import cli_env

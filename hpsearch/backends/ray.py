@@ -48,6 +48,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 SCHEDULERS = ("none", "asha", "median", "pbt")
 SEARCH_ALGORITHMS = ("basic", "optuna")
 MODES = {"maximize": "max", "minimize": "min"}  # an objective's direction as Ray's ``mode``
+CONNECT_TIMEOUT_S = 10  # for backend.address's port to accept a connection
 DONE_FLAG = "hpsearch_done"  # set in a trial's final report; a trial stopped early by a scheduler lacks it
 
 
@@ -297,6 +299,8 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
             os.environ.pop("RAY_AUTH_MODE", None)
             _create_auth_token_once()
             temp_dir = tempfile.mkdtemp(prefix="hpsearch-ray-", dir=_short_temp_root())
+        else:
+            _check_reachable(address)
         try:
             ray.init(
                 address=address or None,
@@ -307,10 +311,14 @@ class RayBackend(Backend[RaySettings], SamplesNatively):
                 _node_ip_address=None if address else "127.0.0.1",
                 _temp_dir=temp_dir,
             )
-        except (ConnectionError, RuntimeError, ValueError) as error:
+        except Exception as error:  # noqa: BLE001 - a local node that does not start is a bare Exception
+            if temp_dir is not None:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+            if address:
+                raise _unreachable(address, first_line(error)) from None
             raise BackendUnavailableError(
-                f"backend.address={address}: cannot connect to the Ray cluster ({first_line(error)}); "
-                "check the address or set backend.address=null for a local runtime"
+                f"backend.address=null: Ray's local runtime did not start ({first_line(error)}); run the search "
+                "again, or start a cluster with `ray start --head` and set backend.address to it"
             ) from None
         try:
             yield
@@ -468,6 +476,24 @@ def _create_auth_token_once() -> None:
         pass
     finally:
         os.unlink(draft)
+
+
+def _unreachable(address: str, why: str) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"backend.address={address}: cannot connect to the Ray cluster ({why}); "
+        "check the address or set backend.address=null for a local runtime"
+    )
+
+
+def _check_reachable(address: str) -> None:
+    """ray.init retries an address where nothing listens for many minutes: try its port once first."""
+    host, separator, port = address.removeprefix("ray://").rpartition(":")
+    if not separator or not port.isdigit():  # "auto", or an address only Ray knows how to read
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise _unreachable(address, f"nothing answers at {host}:{port}: {error.strerror or error}") from None
 
 
 def _short_temp_root() -> str:
