@@ -14,8 +14,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,19 @@ from hpsearch.interrupt import handle_interrupts
 from hpsearch.loop import FailureBudget, Listener, TrialLoop
 from hpsearch.objective import Objectives
 from hpsearch.orchestrator import Orchestrator
-from hpsearch.packing import AUTO, PACKING_JSON, PackingSettings, apply_memory_cap, share_environment
+from hpsearch.packing import (
+    AUTO,
+    PACKING_JSON,
+    PackingSettings,
+    apply_memory_cap,
+    release_cached_memory,
+    share_environment,
+)
 from hpsearch.packing import Decision as PackingDecision
 from hpsearch.peft import AdapterSettings, check_adapter_space
-from hpsearch.probe import measure, probe_capacity
-from hpsearch.probe import report as report_probe
+from hpsearch.probe import ProbePool, ProbeProcess, measure, probe_capacity, probe_environment
 from hpsearch.probe import report_error as report_probe_error
+from hpsearch.probe import serve as serve_probe
 from hpsearch.progress import SearchProgress
 from hpsearch.rerun import rerun_space
 from hpsearch.space import SearchSpace
@@ -84,15 +91,17 @@ def run(cfg: DictConfig, parts: TrainerParts | None = None) -> SearchResult | No
     return search_on_workers(plan)
 
 
-def search_on_workers(plan: Plan) -> SearchResult:
-    """The search on ``plan.job.workers`` processes: a pool of them, or this one (Ray runs its own)."""
-    if plan.job.workers > 1 and not plan.backend.runs_own_workers:
-        return launch_workers(plan)
+def search_on_workers(plan: Plan, ready: Sequence[ProbeProcess] = ()) -> SearchResult:
+    """The search on ``plan.job.workers`` processes: a pool of them, or this one (Ray runs its own). ``ready``:
+    the kept probes of ``workers=auto``, which become the pool's first workers (a pool of one included)."""
+    if (plan.job.workers > 1 or ready) and not plan.backend.runs_own_workers:
+        return launch_workers(plan, ready)
     return search_here(plan)
 
 
 def search_packed(plan: Plan) -> SearchResult:
-    """``workers=auto``: probe what one trial needs and what more workers gain, decide, then search that way."""
+    """``workers=auto``: probe what one trial needs and what more workers gain, decide, then search that way, the
+    kept probes going on as workers."""
     assert plan.packing is not None
     gpus = visible_gpus()
     probe_config = {**plain(plan.cfg), "workers": 1, "workers_per_gpu": None, "save_best_model": False}
@@ -101,12 +110,15 @@ def search_packed(plan: Plan) -> SearchResult:
         plan.parts.check_sendable("workers=auto")
         target = functools.partial(_probe, parts=plan.parts)
     trials_left = plan.job.n_trials  # an upper bound: the study's finished trials are known after prepare
-    capacity, decision = probe_capacity(target, probe_config, plan.packing, gpus, os.cpu_count() or 1, trials_left)
-    print(f"hpsearch: {decision.line(capacity, len(gpus))}", file=sys.stderr)
-    plan.job.run_dir.mkdir(parents=True, exist_ok=True)
-    (plan.job.run_dir / PACKING_JSON).write_text(json.dumps(decision.record(capacity, len(gpus)), indent=2))
-    with tempfile.TemporaryDirectory(prefix="hpsearch-packing-") as folder:  # the device locks, nothing kept
-        return search_on_workers(plan.packed(decision, len(gpus), Path(folder)))
+    environment, cores = probe_environment(gpus, os.cpu_count() or 1)
+    with closing(ProbePool(target, probe_config, environment, cores)) as pool:
+        capacity, decision = probe_capacity(pool, plan.packing, gpus, cores, trials_left)
+        print(f"hpsearch: {decision.line(capacity, len(gpus))}", file=sys.stderr)
+        plan.job.run_dir.mkdir(parents=True, exist_ok=True)
+        (plan.job.run_dir / PACKING_JSON).write_text(json.dumps(decision.record(capacity, len(gpus)), indent=2))
+        ready = [] if plan.backend.runs_own_workers else pool.hand_over(decision.per_device)
+        with tempfile.TemporaryDirectory(prefix="hpsearch-packing-") as folder:  # the device locks, nothing kept
+            return search_on_workers(plan.packed(decision, len(gpus), Path(folder)), ready)
 
 
 @dataclass(frozen=True)
@@ -264,8 +276,9 @@ def search_here(plan: Plan) -> SearchResult:
     return _conclude(result, failures, job)
 
 
-def launch_workers(plan: Plan) -> SearchResult:
-    """``workers=N``: prepare the study, start N worker processes on it, show its progress, write its results."""
+def launch_workers(plan: Plan, ready: Sequence[ProbeProcess] = ()) -> SearchResult:
+    """``workers=N``: prepare the study, start N worker processes on it (or make ``ready`` ones its workers), show
+    its progress, write its results."""
     orchestrator, job, backend = plan.orchestrator, plan.job, plan.backend
     target: Any = _start_worker
     if plan.parts is not None:  # hpsearch.search: each worker process gets the user's trainer's parts
@@ -299,6 +312,7 @@ def launch_workers(plan: Plan) -> SearchResult:
                 supervision,
                 plan.max_worker_restarts,
                 plan.share_environment,
+                ready,
             )
     finally:
         progress.close()
@@ -344,19 +358,34 @@ def _start_worker(config: dict[str, Any], environment: dict[str, str], parts: Tr
 
 
 def _probe(
-    config: dict[str, Any], environment: dict[str, str], barrier: Any, parts: TrainerParts | None = None
+    config: dict[str, Any], environment: dict[str, str], connection: Any, parts: TrainerParts | None = None
 ) -> None:
-    """The target of each probe process of ``workers=auto``: build the trainer, wait for the round's other probes,
-    then train the space's most demanding point for the timed steps."""
+    """The target of each probe process of ``workers=auto``: measure whenever the launcher asks, then go on as a
+    worker if it is kept."""
     enter_environment(environment)
     try:
-        plan = Plan.from_config(OmegaConf.create(config), parts)
-        trainer = plan.trainer()
-        barrier.wait()
-        report_probe(measure(trainer, plan.job.space.most_demanding(), _packing(plan.cfg).probe_steps))
+        kept = _measure_when_asked(OmegaConf.create(config), connection, parts)
     except HPSearchError as error:
-        report_probe_error(str(error), error.exit_code)
+        report_probe_error(connection, str(error), error.exit_code)
         sys.exit(error.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the launcher reports it
+        sys.exit(EXIT_INTERRUPTED)
+    connection.close()
+    gc.collect()  # the probe's trainer went with its frame; the worker builds its own, from its own config
+    release_cached_memory()
+    if kept is not None:
+        _start_worker(*kept, parts=parts)
+
+
+def _measure_when_asked(
+    cfg: DictConfig, connection: Any, parts: TrainerParts | None
+) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """In a probe process: build the trainer once, then train the space's most demanding point for the timed
+    steps each time the launcher asks; the worker's config and environment if this probe is kept."""
+    plan = Plan.from_config(cfg, parts)
+    trainer = plan.trainer()
+    point, steps = plan.job.space.most_demanding(), _packing(plan.cfg).probe_steps
+    return serve_probe(connection, lambda: measure(trainer, point, steps))
 
 
 def _integer(cfg: DictConfig, key: str, minimum: int) -> int:

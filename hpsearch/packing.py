@@ -1,7 +1,7 @@
 """``workers=auto``: how many workers fit this machine, decided from measurements, and their memory shares.
 
-1. **Probe** (``hpsearch.probe``): fresh processes train a few steps at the space's most demanding point, alone,
-   then k at a time: one trial's peak memory (GPU: the caching allocator's peak plus the CUDA context; CPU: the
+1. **Probe** (``hpsearch.probe``): probe processes train a few steps at the space's most demanding point, alone,
+   then k at a time (the kept ones go on as workers): one trial's peak memory (GPU: the caching allocator's peak plus the CUDA context; CPU: the
    process's peak RSS), the free memory, and each count's aggregate throughput.
 2. **Decide** (``decide``): the memory bound is ``free x (1 - margin) / per worker``; on CPU the cores bound it too
    (every worker keeps at least one torch thread), and on a GPU machine the cores per GPU. Below that bound, a
@@ -236,7 +236,7 @@ class DeviceShare:
         finally:
             fcntl.flock(slots, fcntl.LOCK_UN)
             slots.close()
-            _release_cached_memory()  # a waiting retry needs what this worker's allocator keeps
+            release_cached_memory()  # a waiting retry needs what this worker's allocator keeps
 
     @contextmanager
     def alone(self) -> Iterator[None]:
@@ -247,7 +247,7 @@ class DeviceShare:
                 yield
             finally:
                 _set_fraction(self.memory_fraction)
-                _release_cached_memory()
+                release_cached_memory()
 
     def _open(self, name: str) -> Any:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ def _cuda() -> Any:
     return torch.cuda if torch.cuda.is_available() else None
 
 
-def _release_cached_memory() -> None:
+def release_cached_memory() -> None:
     if (cuda := _cuda()) is not None:
         cuda.empty_cache()
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hpsearch.budget import BUDGET_ENV, TrialBudget
 from hpsearch.errors import WorkerError
@@ -94,14 +94,14 @@ class WorkerReport:
             "state": outcome.state.value,
             "duration_s": round(outcome.duration_s or 0.0, 3),
             "torch_threads": _torch_threads(),
-            "rss_mb": round(_rss_bytes() / 2**20, 1),
+            "rss_mb": round(rss_bytes() / 2**20, 1),
             "cuda_allocated_mb": _cuda_allocated_mb(),
         }
         with self.path.open("a") as handle:  # one short line per write: appends from several workers stay whole
             handle.write(json.dumps(entry) + "\n")
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE")
 
@@ -116,6 +116,17 @@ def _cuda_allocated_mb() -> float | None:
     import torch
 
     return round(torch.cuda.memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
+
+
+class ReadyProcess(Protocol):
+    """A process already started, waiting to be made a worker (a probe of ``workers=auto`` that the decision kept)."""
+
+    @property
+    def environment(self) -> Mapping[str, str]:
+        """Its devices: it becomes a worker on the same ones."""
+
+    def adopt(self, config: Mapping[str, Any], environment: dict[str, str]) -> Any:
+        """Tell it to work as ``environment``'s worker on ``config``; its process."""
 
 
 @dataclass
@@ -136,9 +147,11 @@ def run_workers(
     supervision: Supervision,
     max_restarts: int,
     shared_environment: Mapping[str, str] | None = None,
+    ready: Sequence[ReadyProcess] = (),
 ) -> None:
     """Start ``workers`` processes on ``target`` and supervise them until all have exited; each gets
-    ``shared_environment`` too (a packed worker's device share).
+    ``shared_environment`` too (a packed worker's device share). A ``ready`` process on a worker's devices is
+    that worker instead of a new one.
 
     A worker that dies (killed, or crashed) has its trial failed and its claim given back, and a new worker takes
     its place on the same devices, up to ``max_restarts`` times in all. A worker that stops on an hpsearch error
@@ -150,9 +163,10 @@ def run_workers(
         for environment in worker_environments(workers, visible_gpus(), os.cpu_count() or 1)
     ]
     supervisor = _Supervisor(target, config, budget, supervision, max_restarts)
+    waiting = list(ready)
     try:
         for environment in environments:
-            supervisor.start(environment)
+            supervisor.start(environment, _on_devices_of(environment, waiting))
         while supervisor.alive():
             supervisor.tick()
             time.sleep(POLL_S)
@@ -161,6 +175,15 @@ def run_workers(
         supervisor.stop()
     if supervisor.error is not None:
         raise supervisor.error
+
+
+def _on_devices_of(environment: Mapping[str, str], waiting: list[ReadyProcess]) -> ReadyProcess | None:
+    """One of the ``waiting`` processes on ``environment``'s GPU (or on the CPU), taken from the list."""
+    for process in waiting:
+        if process.environment.get("CUDA_VISIBLE_DEVICES") == environment.get("CUDA_VISIBLE_DEVICES"):
+            waiting.remove(process)
+            return process
+    return None
 
 
 def worker_error_file(budget_path: Path, pid: int) -> Path:
@@ -193,11 +216,14 @@ class _Supervisor:
             record.number for record in supervision.read_records() if record.state is not TrialState.RUNNING
         }
 
-    def start(self, environment: dict[str, str]) -> None:
-        process = self.context.Process(
-            target=self.target, args=(self.config, {**environment, BUDGET_ENV: str(self.budget.path)})
-        )
-        process.start()
+    def start(self, environment: dict[str, str], ready: ReadyProcess | None = None) -> None:
+        """A new worker process as ``environment`` says, or ``ready`` made that worker."""
+        environment_with_budget = {**environment, BUDGET_ENV: str(self.budget.path)}
+        if ready is not None:
+            process = ready.adopt(self.config, environment_with_budget)
+        else:
+            process = self.context.Process(target=self.target, args=(self.config, environment_with_budget))
+            process.start()
         self.processes.append((process, environment))
 
     def alive(self) -> bool:

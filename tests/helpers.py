@@ -41,6 +41,7 @@ def rank_one_failing_tiny_bert(
 
 
 _models_built = 0
+_models_built_as_worker = 0
 
 
 def rank_one_fails_mid_trial_tiny_bert(
@@ -115,10 +116,36 @@ def packed_oom_tiny_bert(
     num_labels: int, id2label: dict, label2id: dict, tokenizer: Any, hidden_dropout_prob: float
 ) -> Any:
     """Each worker's first trial runs out of memory, as a trial too large for its share of a packed GPU would;
-    the probes of workers=auto and a retry fit."""
-    global _models_built
-    _models_built += 1  # the first model is the Trainer's own check before any trial
+    the probes of workers=auto (a kept probe before it became a worker, too) and a retry fit."""
+    global _models_built_as_worker
     model = tiny_bert(num_labels, id2label, label2id, tokenizer, hidden_dropout_prob=hidden_dropout_prob)
-    if _models_built == 2 and "HPSEARCH_WORKER" in os.environ and "HPSEARCH_PROBE" not in os.environ:
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+    if "HPSEARCH_WORKER" in os.environ:
+        _models_built_as_worker += 1  # the first model is the Trainer's own check before any trial
+        if _models_built_as_worker == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
     return model
+
+
+def counting_probe(config: dict[str, Any], environment: dict[str, str], connection: Any) -> None:
+    """A probe process of ``hpsearch.probe.ProbePool`` without a trainer: it notes its start, measures its torch
+    thread count as its throughput, and once kept notes the worker environment it was handed."""
+    from pathlib import Path
+
+    from hpsearch.probe import ProbeResult, serve
+    from hpsearch.workers import enter_environment
+
+    enter_environment(environment)
+    folder = Path(config["folder"])
+    with (folder / "starts").open("a") as starts:
+        starts.write(f"{os.getpid()}\n")
+    kept = serve(connection, lambda: ProbeResult(1, 1, None, float(torch.get_num_threads())))
+    if kept is not None:
+        worker_config, worker_environment = kept
+        (folder / f"worker-{os.getpid()}").write_text(
+            f"{worker_config['folder']} {worker_environment['HPSEARCH_WORKER']}"
+        )
+
+
+def dying_probe(config: dict[str, Any], environment: dict[str, str], connection: Any) -> None:
+    """A probe process that dies before it is ready, as one killed by the kernel would."""
+    os._exit(9)

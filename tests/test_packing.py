@@ -13,12 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 import torch
 from support import Served, read_trials, worker_lines
 
 from hpsearch import app
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, WorkerError
 from hpsearch.packing import (
     SHARE_ENV,
     Capacity,
@@ -30,6 +31,7 @@ from hpsearch.packing import (
     next_count,
     share_environment,
 )
+from hpsearch.probe import ProbePool
 from hpsearch.space import SearchSpace
 
 GIB = 2**30
@@ -186,6 +188,33 @@ def test_a_retry_alone_waits_for_the_running_neighbour_and_holds_off_new_trials(
         events.append("retry ends")
     thread.join(10)
     assert events == ["neighbour's trial ends", "retry alone", "retry ends", "neighbour's next trial"]
+
+
+def test_probes_start_once_share_the_cores_and_the_kept_ones_become_workers(tmp_path: Path) -> None:
+    pool = ProbePool(helpers.counting_probe, {"folder": str(tmp_path)}, {"OMP_NUM_THREADS": "2"}, cores=2)
+    try:
+        alone, pair = pool.measure(1), pool.measure(2)
+        (kept,) = pool.hand_over(1)
+        worker = kept.adopt({"folder": str(tmp_path)}, {"HPSEARCH_WORKER": "0", "OMP_NUM_THREADS": "2"})
+        worker.join(60)
+    finally:
+        pool.close()
+    starts = (tmp_path / "starts").read_text().split()
+    assert len(starts) == 2  # one process for the first round, one more for the second: none started twice
+    assert [result.samples_per_s for result in alone] == [2.0]  # alone: every core
+    assert [result.samples_per_s for result in pair] == [1.0, 1.0]  # two at once: a core each
+    assert (tmp_path / f"worker-{starts[0]}").read_text() == f"{tmp_path} 0"  # the first probe went on as worker 0
+    assert not (tmp_path / f"worker-{starts[1]}").exists()  # the other was let go
+    assert worker.exitcode == 0 and all(not member.process.is_alive() for member in pool.members)
+
+
+def test_a_probe_that_dies_ends_the_search_with_one_line(tmp_path: Path) -> None:
+    pool = ProbePool(helpers.dying_probe, {}, {}, cores=2)
+    try:
+        with pytest.raises(WorkerError, match=r"^workers=auto: a probe process died \(exit code 9\)$"):
+            pool.measure(1)
+    finally:
+        pool.close()
 
 
 @pytest.mark.slow
