@@ -112,11 +112,12 @@ def search_packed(plan: Plan) -> SearchResult:
     trials_left = plan.job.n_trials  # an upper bound: the study's finished trials are known after prepare
     environment, cores = probe_environment(gpus, os.cpu_count() or 1)
     with closing(ProbePool(target, probe_config, environment, cores)) as pool:
-        capacity, decision = probe_capacity(pool, plan.packing, gpus, cores, trials_left)
+        capacity, decision = probe_capacity(pool, plan.packing, gpus, trials_left)
         print(f"hpsearch: {decision.line(capacity, len(gpus))}", file=sys.stderr)
         plan.job.run_dir.mkdir(parents=True, exist_ok=True)
         (plan.job.run_dir / PACKING_JSON).write_text(json.dumps(decision.record(capacity, len(gpus)), indent=2))
-        ready = [] if plan.backend.runs_own_workers else pool.hand_over(decision.per_device)
+        # Ray starts its own trial processes: every probe goes
+        ready = pool.hand_over(0 if plan.backend.runs_own_workers else decision.per_device)
         with tempfile.TemporaryDirectory(prefix="hpsearch-packing-") as folder:  # the device locks, nothing kept
             return search_on_workers(plan.packed(decision, len(gpus), Path(folder)), ready)
 

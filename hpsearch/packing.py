@@ -1,8 +1,8 @@
 """``workers=auto``: how many workers fit this machine, decided from measurements, and their memory shares.
 
 1. **Probe** (``hpsearch.probe``): probe processes train a few steps at the space's most demanding point, alone,
-   then k at a time (the kept ones go on as workers): one trial's peak memory (GPU: the caching allocator's peak plus the CUDA context; CPU: the
-   process's peak RSS), the free memory, and each count's aggregate throughput.
+   then k at a time (the kept ones go on as workers): one trial's peak memory (GPU: the caching allocator's peak
+   plus the CUDA context; CPU: the process's peak RSS), the free memory, and each count's aggregate throughput.
 2. **Decide** (``decide``): the memory bound is ``free x (1 - margin) / per worker``; on CPU the cores bound it too
    (every worker keeps at least one torch thread), and on a GPU machine the cores per GPU. Below that bound, a
    further worker is added only while it raises the measured aggregate throughput by ``min_gain``.

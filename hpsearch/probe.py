@@ -208,27 +208,32 @@ class ProbePool:
         return [ProbeResult(**member.receive(MEASURED)[1]) for member in measuring]
 
     def hand_over(self, count: int) -> list[ProbeProcess]:
-        """The first ``count`` probes, to be adopted as workers; the rest are let go when the pool closes."""
+        """The first ``count`` probes, to be adopted as workers; the others are let go now, so that the memory
+        they hold is free before the search starts."""
+        _let_go(self.members[count:])
         return self.members[:count]
 
     def close(self) -> None:
-        """Let go of every probe that no worker adopted: all told to exit at once, and killed if they have not
-        within 10 s (one still measuring)."""
-        left = [member for member in self.members if not member.adopted]
-        for member in left:
-            with contextlib.suppress(OSError):  # it is ending on its own
-                member.connection.send((EXIT,))
-        deadline = time.monotonic() + 10
-        for member in left:
-            member.process.join(max(0.0, deadline - time.monotonic()))
-            if member.process.is_alive():
-                member.process.kill()
-                member.process.join()
-            member.connection.close()
+        """Let go of every probe that no worker adopted."""
+        _let_go([member for member in self.members if not member.adopted])
+
+
+def _let_go(members: Sequence[ProbeProcess]) -> None:
+    """Tell ``members`` to exit, all at once, and kill any still running after 10 s (one still measuring)."""
+    for member in members:
+        with contextlib.suppress(OSError):  # it has ended already
+            member.connection.send((EXIT,))
+    deadline = time.monotonic() + 10
+    for member in members:
+        member.process.join(max(0.0, deadline - time.monotonic()))
+        if member.process.is_alive():
+            member.process.kill()
+            member.process.join()
+        member.connection.close()
 
 
 def probe_capacity(
-    pool: ProbePool, settings: PackingSettings, gpus: Sequence[str], cores: int, trials_left: int
+    pool: ProbePool, settings: PackingSettings, gpus: Sequence[str], trials_left: int
 ) -> tuple[Capacity, Decision]:
     """Probe one device (the first GPU, or this machine's CPU): one trial alone for its memory, then doubling
     worker counts while the aggregate throughput rises; decide from what was measured."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -129,8 +130,6 @@ def packed_oom_tiny_bert(
 def counting_probe(config: dict[str, Any], environment: dict[str, str], connection: Any) -> None:
     """A probe process of ``hpsearch.probe.ProbePool`` without a trainer: it notes its start, measures its torch
     thread count as its throughput, and once kept notes the worker environment it was handed."""
-    from pathlib import Path
-
     from hpsearch.probe import ProbeResult, serve
     from hpsearch.workers import enter_environment
 

@@ -195,6 +195,7 @@ def test_probes_start_once_share_the_cores_and_the_kept_ones_become_workers(tmp_
     try:
         alone, pair = pool.measure(1), pool.measure(2)
         (kept,) = pool.hand_over(1)
+        assert not pool.members[1].process.is_alive()  # let go before the search: what it held is free
         worker = kept.adopt({"folder": str(tmp_path)}, {"HPSEARCH_WORKER": "0", "OMP_NUM_THREADS": "2"})
         worker.join(60)
     finally:
